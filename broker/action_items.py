@@ -1,0 +1,237 @@
+"""Action items: the long-lived link a provider shows its admin as a button.
+
+``create_action_item`` is what ``POST /enterprise/getActionItemUrl`` does. The
+link is ``{public base URL}/actions/{handle}`` where the handle is 256 random
+bits; only its SHA-256 is stored, so the link cannot be rebuilt from the
+database and is returned exactly once. The action item id is a separate,
+non-secret identifier the provider uses to read status or revoke.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import Connection, insert, select, update
+
+from broker import errors
+from broker.callbacks import check_callback_url
+from broker.db import action_items
+from broker.enterprises import LIVE_ITEM_STATES, get_enterprise
+from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
+from broker.providers import get_provider
+from broker.runtime import Runtime
+
+ItemStatus = Literal["created", "opened", "completed", "failed", "expired", "revoked"]
+ResultDelivery = Literal["redirect", "form_post"]
+
+MIN_LIFETIME = 60
+MAX_LIFETIME = 30 * 86400
+DEFAULT_LIFETIME = 86400
+MAX_STATE_LENGTH = 512
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+
+
+@dataclass(frozen=True)
+class ActionItem:
+    """An action item as its provider sees it (status already accounts for expiry)."""
+
+    action_item_id: str
+    enterprise_id: str
+    action_type: str
+    consent_type: str | None
+    mandatory: bool
+    callback_url: str
+    provider_state: str | None
+    result_delivery: ResultDelivery
+    reregister: bool
+    status: ItemStatus
+    error_code: str | None
+    created_at: datetime
+    expires_at: datetime
+    opened_at: datetime | None
+    finished_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IssuedActionItem:
+    """A new action item and its link; the link exists only in this value."""
+
+    item: ActionItem
+    url: str
+
+
+@dataclass(frozen=True)
+class ActionItemPage:
+    """One page of action items and the cursor of the next."""
+
+    items: tuple[ActionItem, ...]
+    next_cursor: str | None
+
+
+def hash_handle(handle: str) -> str:
+    """SHA-256 hex of a link handle, as stored."""
+    return hashlib.sha256(handle.encode("ascii")).hexdigest()
+
+
+def create_action_item(
+    runtime: Runtime,
+    provider_id: str,
+    *,
+    action_type: str,
+    enterprise_id: str,
+    callback_url: str,
+    state: str | None = None,
+    expires_in: int = DEFAULT_LIFETIME,
+    result_delivery: ResultDelivery = "redirect",
+    reregister: bool = False,
+) -> IssuedActionItem:
+    """Check the request against the catalog, the enterprise and the allow-list; store it."""
+    spec = runtime.catalog.get(action_type)
+    if state is not None and (len(state) > MAX_STATE_LENGTH or not _PRINTABLE.match(state)):
+        raise errors.InvalidProviderState(
+            f"state must be at most {MAX_STATE_LENGTH} printable ASCII characters"
+        )
+    if not MIN_LIFETIME <= expires_in <= MAX_LIFETIME:
+        raise errors.InvalidRequest(
+            f"expiresInSeconds must be between {MIN_LIFETIME} and {MAX_LIFETIME}"
+        )
+    if result_delivery not in ("redirect", "form_post"):
+        raise errors.InvalidRequest("resultDelivery must be redirect or form_post")
+    enterprise = get_enterprise(runtime, provider_id, enterprise_id)
+    provider = get_provider(runtime, provider_id)
+    callback = check_callback_url(
+        callback_url, provider.callback_urls, development=provider.development
+    )
+    if spec.needs_registered_enterprise and not enterprise.registered:
+        raise errors.EnterpriseNotRegistered(
+            f"{action_type} needs a registered enterprise: complete REGISTRATION first"
+        )
+    if not spec.needs_registered_enterprise and enterprise.registered and not reregister:
+        raise errors.EnterpriseAlreadyRegistered(
+            "the enterprise is already registered; send reregister=true to register it again"
+        )
+
+    now = runtime.now()
+    handle = base64.urlsafe_b64encode(runtime.random_bytes(32)).decode().rstrip("=")
+    item_id = new_id(runtime, "act", now)
+    with runtime.engine.begin() as connection:
+        connection.execute(
+            insert(action_items).values(
+                id=item_id,
+                handle_hash=hash_handle(handle),
+                provider_id=provider_id,
+                enterprise_id=enterprise.enterprise_id,
+                action_type=spec.action_type,
+                consent_type=spec.consent_type,
+                callback_url=callback.url,
+                provider_state=state,
+                result_delivery=result_delivery,
+                reregister=reregister,
+                status="created",
+                created_at=now,
+                expires_at=now + timedelta(seconds=expires_in),
+                updated_at=now,
+            )
+        )
+        item = _load(runtime, connection, provider_id, item_id)
+    return IssuedActionItem(item=item, url=f"{runtime.settings.public_base_url}/actions/{handle}")
+
+
+def get_action_item(runtime: Runtime, provider_id: str, action_item_id: str) -> ActionItem:
+    """One of the provider's action items; another provider's id is not found."""
+    with runtime.engine.connect() as connection:
+        return _load(runtime, connection, provider_id, action_item_id)
+
+
+def list_action_items(
+    runtime: Runtime, provider_id: str, enterprise_id: str, *, limit: int, cursor: str | None = None
+) -> ActionItemPage:
+    """An enterprise's action items, oldest first."""
+    get_enterprise(runtime, provider_id, enterprise_id)
+    query = select(action_items.c.id).where(
+        action_items.c.provider_id == provider_id, action_items.c.enterprise_id == enterprise_id
+    )
+    if cursor is not None:
+        query = query.where(action_items.c.id > decode_cursor(cursor, "act"))
+    query = query.order_by(action_items.c.id).limit(limit + 1)
+    with runtime.engine.connect() as connection:
+        ids = list(connection.execute(query).scalars())
+        items = tuple(_load(runtime, connection, provider_id, item_id) for item_id in ids[:limit])
+    return ActionItemPage(
+        items=items, next_cursor=encode_cursor(ids[limit - 1]) if len(ids) > limit else None
+    )
+
+
+def revoke_action_item(runtime: Runtime, provider_id: str, action_item_id: str) -> ActionItem:
+    """Revoke a link that has not been used up; revoking twice is harmless.
+
+    The update is conditional, so a revoke racing the admin's completion
+    either wins cleanly or reports that the item is already finished.
+    """
+    now = runtime.now()
+    with runtime.engine.begin() as connection:
+        current = _load(runtime, connection, provider_id, action_item_id)
+        if current.status == "revoked":
+            return current
+        result = connection.execute(
+            update(action_items)
+            .where(
+                action_items.c.id == action_item_id,
+                action_items.c.provider_id == provider_id,
+                action_items.c.status.in_(LIVE_ITEM_STATES),
+                action_items.c.expires_at > now,
+            )
+            .values(status="revoked", revoked_at=now, updated_at=now)
+        )
+        if result.rowcount != 1:
+            latest = _load(runtime, connection, provider_id, action_item_id)
+            raise errors.ActionItemNotRevocable(
+                f"the action item is {latest.status} and can no longer be revoked"
+            )
+        return _load(runtime, connection, provider_id, action_item_id)
+
+
+def _load(
+    runtime: Runtime, connection: Connection, provider_id: str, action_item_id: str
+) -> ActionItem:
+    if not looks_like_id(action_item_id, "act"):
+        raise errors.ActionItemNotFound(f"no action item {action_item_id!r}")
+    row = (
+        connection.execute(
+            select(action_items).where(
+                action_items.c.id == action_item_id, action_items.c.provider_id == provider_id
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise errors.ActionItemNotFound(f"no action item {action_item_id!r}")
+    status: ItemStatus = row["status"]
+    if status in LIVE_ITEM_STATES and runtime.now() >= row["expires_at"]:
+        status = "expired"
+    spec = runtime.catalog.get(row["action_type"])
+    return ActionItem(
+        action_item_id=row["id"],
+        enterprise_id=row["enterprise_id"],
+        action_type=row["action_type"],
+        consent_type=row["consent_type"],
+        mandatory=spec.mandatory,
+        callback_url=row["callback_url"],
+        provider_state=row["provider_state"],
+        result_delivery=row["result_delivery"],
+        reregister=row["reregister"],
+        status=status,
+        error_code=row["error_code"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        opened_at=row["opened_at"],
+        finished_at=row["finished_at"],
+        revoked_at=row["revoked_at"],
+    )

@@ -1,0 +1,246 @@
+"""The ``ctt-broker`` console command.
+
+    ctt-broker serve [--bind HOST:PORT] [--workers N]
+    ctt-broker db upgrade | db status
+    ctt-broker provider create NAME [--callback URL ...] [--webhook-url URL] [--development]
+    ctt-broker provider list
+    ctt-broker provider rotate-key PROVIDER [--overlap SECONDS]
+    ctt-broker provider revoke-key PROVIDER KEY_ID
+    ctt-broker provider add-callback PROVIDER URL
+    ctt-broker provider remove-callback PROVIDER URL
+
+PROVIDER is a provider id (``prv_...``) or name. Exit codes: 0 done, 1 refused
+(the message carries the error code), 2 bad arguments, 3 invalid settings,
+4 database schema not current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from broker import errors, providers
+from broker.migrate import pending_revisions, upgrade_database
+from broker.runtime import Runtime, open_runtime
+from broker.settings import Settings, SettingsError, load_settings
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_SETTINGS = 3
+EXIT_SCHEMA = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the README check)."""
+    parser = argparse.ArgumentParser(prog="ctt-broker", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the API with gunicorn and uvicorn workers")
+    serve.add_argument("--bind", help="HOST:PORT (default: CTT_BIND)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: CTT_WORKERS)")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    db.add_parser("upgrade", help="apply every pending migration")
+    db.add_parser("status", help="list pending migrations (exit 4 if any)")
+
+    provider = commands.add_parser("provider", help="manage providers").add_subparsers(
+        dest="provider_command", required=True, metavar="ACTION"
+    )
+    create = provider.add_parser("create", help="create a provider and print its first API key")
+    create.add_argument("name")
+    create.add_argument("--callback", action="append", default=[], metavar="URL")
+    create.add_argument("--webhook-url", metavar="URL")
+    create.add_argument(
+        "--development", action="store_true", help="allow http callbacks on loopback hosts"
+    )
+    provider.add_parser("list", help="list providers, their callbacks and keys (never secrets)")
+    rotate = provider.add_parser("rotate-key", help="issue a new key; old keys expire later")
+    rotate.add_argument("provider")
+    rotate.add_argument(
+        "--overlap",
+        type=int,
+        metavar="SECONDS",
+        help="how long current keys stay valid (default: CTT_KEY_ROTATION_OVERLAP_SECONDS)",
+    )
+    revoke = provider.add_parser("revoke-key", help="revoke one key at once")
+    revoke.add_argument("provider")
+    revoke.add_argument("key_id")
+    for name, verb in (("add-callback", "allow"), ("remove-callback", "stop allowing")):
+        sub = provider.add_parser(name, help=f"{verb} a callback URL")
+        sub.add_argument("provider")
+        sub.add_argument("url")
+    for sub in (create, rotate, revoke):
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run one command; returns the exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        settings = load_settings(env)
+    except SettingsError as exc:
+        print(f"ctt-broker: {exc}", file=err)
+        return EXIT_SETTINGS
+    if args.command == "serve":
+        return _serve(settings, args, env, err)
+    runtime = open_runtime(settings)
+    try:
+        if args.command == "db":
+            return _db(runtime, args.db_command, out)
+        if pending_revisions(runtime.engine):
+            print(
+                "ctt-broker: the database schema is not current; run `ctt-broker db upgrade`",
+                file=err,
+            )
+            return EXIT_SCHEMA
+        return _provider(runtime, args, out)
+    except errors.BrokerError as exc:
+        print(f"ctt-broker: {exc.code}: {exc.detail}", file=err)
+        return EXIT_REFUSED
+    finally:
+        runtime.engine.dispose()
+
+
+def _db(runtime: Runtime, action: str, out: TextIO) -> int:
+    if action == "upgrade":
+        upgrade_database(runtime.engine)
+        print(f"database {runtime.settings.database_url_redacted} is current", file=out)
+        return 0
+    pending = pending_revisions(runtime.engine)
+    print("pending: " + (", ".join(pending) if pending else "none"), file=out)
+    return EXIT_SCHEMA if pending else 0
+
+
+def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    action = args.provider_command
+    if action == "create":
+        provider, key = providers.create_provider(
+            runtime,
+            args.name,
+            development=args.development,
+            callback_urls=tuple(args.callback),
+            webhook_url=args.webhook_url,
+        )
+        return _print_key(out, args.json, provider.provider_id, provider.name, key)
+    if action == "list":
+        now = runtime.now()
+        listing = [_provider_summary(p, now) for p in providers.list_providers(runtime)]
+        print(json.dumps(listing, indent=2), file=out)
+        return 0
+    if action == "rotate-key":
+        overlap = (
+            args.overlap
+            if args.overlap is not None
+            else runtime.settings.key_rotation_overlap_seconds
+        )
+        key = providers.rotate_key(runtime, args.provider, overlap_seconds=overlap)
+        provider = providers.get_provider(runtime, args.provider)
+        return _print_key(out, args.json, provider.provider_id, provider.name, key)
+    if action == "revoke-key":
+        providers.revoke_key(runtime, args.provider, args.key_id)
+        print(f"revoked {args.key_id}", file=out)
+        return 0
+    if action == "add-callback":
+        print(f"allowed {providers.add_callback(runtime, args.provider, args.url)}", file=out)
+        return 0
+    providers.remove_callback(runtime, args.provider, args.url)
+    print(f"removed {args.url}", file=out)
+    return 0
+
+
+def _print_key(
+    out: TextIO, as_json: bool, provider_id: str, name: str, key: providers.IssuedKey
+) -> int:
+    if as_json:
+        document = {"providerId": provider_id, "name": name, "keyId": key.key_id}
+        print(json.dumps({**document, "apiKey": key.api_key}), file=out)
+    else:
+        print(f"provider {name} ({provider_id})", file=out)
+        print(f"key id   {key.key_id}", file=out)
+        print(f"API key  {key.api_key}", file=out)
+        print("The API key is shown only now: store it in your secret manager.", file=out)
+    return 0
+
+
+def _provider_summary(provider: providers.Provider, now: Any) -> dict[str, Any]:
+    return {
+        "providerId": provider.provider_id,
+        "name": provider.name,
+        "development": provider.development,
+        "webhookUrl": provider.webhook_url,
+        "callbackUrls": list(provider.callback_urls),
+        "keys": [
+            {
+                "keyId": key.key_id,
+                "prefix": key.prefix,
+                "active": key.is_active(now),
+                "createdAt": key.created_at.isoformat(),
+                "expiresAt": key.expires_at.isoformat() if key.expires_at else None,
+                "revokedAt": key.revoked_at.isoformat() if key.revoked_at else None,
+            }
+            for key in provider.keys
+        ],
+    }
+
+
+def _serve(
+    settings: Settings, args: argparse.Namespace, env: Mapping[str, str] | None, err: TextIO
+) -> int:
+    bind = args.bind or settings.bind
+    workers = args.workers or settings.workers
+    if not 1 <= workers <= 64:
+        print("ctt-broker: --workers must be between 1 and 64", file=err)
+        return EXIT_USAGE
+    runtime = open_runtime(settings)
+    try:
+        if settings.mode == "sandbox":
+            upgrade_database(runtime.engine)
+        elif pending_revisions(runtime.engine):
+            print(
+                "ctt-broker: the database schema is not current; run `ctt-broker db upgrade`",
+                file=err,
+            )
+            return EXIT_SCHEMA
+    finally:
+        runtime.engine.dispose()
+    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
+    command = [
+        gunicorn,
+        "--worker-class",
+        "uvicorn_worker.UvicornWorker",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--graceful-timeout",
+        "20",
+        "handlers.app:app_from_environment()",
+    ]
+    print(
+        f"ctt-broker: serving on http://{bind} ({settings.mode} mode, {workers} workers)", file=err
+    )
+    # Exec, not a child process: gunicorn becomes PID 1 in a container and gets the signals.
+    os.execvpe(command[0], command, dict(env if env is not None else os.environ))  # noqa: S606
+    return 0  # pragma: no cover - exec does not return
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""Storage: the SQLAlchemy tables and the engine.
+
+SQLite by default, PostgreSQL for production; the schema is created only by
+the Alembic migrations in ``broker/migrations`` (a test checks this metadata
+and the migrations agree). Every timestamp is stored and returned as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("development", Boolean, nullable=False),
+    Column("webhook_url", String(2048)),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+provider_callbacks = Table(
+    "provider_callbacks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("provider_id", "url"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
+
+enterprises = Table(
+    "enterprises",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("tenant_id", String(36)),
+    Column("registered_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("provider_id", "external_id"),
+    # One Microsoft tenant is one enterprise per provider (NULLs never clash).
+    UniqueConstraint("provider_id", "tenant_id"),
+)
+
+enterprise_consents = Table(
+    "enterprise_consents",
+    metadata,
+    Column("enterprise_id", String(40), ForeignKey("enterprises.id"), primary_key=True),
+    Column("consent_type", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("error_code", String(64)),
+    Column("granted_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+action_items = Table(
+    "action_items",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("handle_hash", String(64), nullable=False, unique=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False),
+    Column("enterprise_id", String(40), ForeignKey("enterprises.id"), nullable=False),
+    Column("action_type", String(64), nullable=False),
+    Column("consent_type", String(64)),
+    Column("callback_url", String(2048), nullable=False),
+    Column("provider_state", Text),
+    Column("result_delivery", String(16), nullable=False),
+    Column("reregister", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error_code", String(64)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("opened_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "enterprise_id", "consent_type"),
+)
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for ``url``; SQLite gets foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)

@@ -1,0 +1,288 @@
+"""One error hierarchy for the whole broker.
+
+Every error carries its HTTP status, a stable machine-readable ``code`` (each
+one is listed in ``openapi.yaml`` under ``ErrorCode``) and a short title. The
+handlers package turns them into ``application/problem+json`` for the API and
+into an HTML page for the admin's browser; nothing else decides a status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class BrokerError(Exception):
+    """Base class: a request-time failure with a status, a code and a title."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra: Mapping[str, Any] = extra
+
+
+# -- 400: the request itself is wrong ---------------------------------------
+
+
+class InvalidRequest(BrokerError):
+    """Raised when a request fails schema validation (wrong type, unknown field...)."""
+
+    status = 400
+    code = "INVALID_REQUEST"
+    title = "Invalid request"
+
+
+class InvalidRequestBody(InvalidRequest):
+    """Raised when the body is not well-formed JSON or not valid UTF-8."""
+
+    code = "INVALID_REQUEST_BODY"
+    title = "Request body is not valid JSON"
+
+
+class InvalidCursor(InvalidRequest):
+    """Raised when a pagination cursor was not produced by this service."""
+
+    code = "INVALID_CURSOR"
+    title = "Invalid pagination cursor"
+
+
+class UnknownActionType(InvalidRequest):
+    """Raised when ``actionType`` is not in the action catalog."""
+
+    code = "UNKNOWN_ACTION_TYPE"
+    title = "Unknown action type"
+
+
+class InvalidProviderState(InvalidRequest):
+    """Raised when the provider's opaque ``state`` is too long or not printable."""
+
+    code = "INVALID_STATE_PARAMETER"
+    title = "Invalid provider state"
+
+
+class CallbackUrlRejected(InvalidRequest):
+    """Base for every callback URL refusal; each subclass names the reason."""
+
+    code = "CALLBACK_URL_INVALID"
+    title = "Callback URL is not acceptable"
+
+
+class CallbackUrlMalformed(CallbackUrlRejected):
+    """Raised when the URL does not parse as an absolute http(s) URL."""
+
+    code = "CALLBACK_URL_MALFORMED"
+    title = "Callback URL is malformed"
+
+
+class CallbackUrlTooLong(CallbackUrlRejected):
+    """Raised when the URL is longer than the allowed maximum."""
+
+    code = "CALLBACK_URL_TOO_LONG"
+    title = "Callback URL is too long"
+
+
+class CallbackUrlForbiddenCharacters(CallbackUrlRejected):
+    """Raised on whitespace, control characters or non-ASCII text (look-alikes)."""
+
+    code = "CALLBACK_URL_FORBIDDEN_CHARACTERS"
+    title = "Callback URL contains forbidden characters"
+
+
+class CallbackUrlSchemeNotAllowed(CallbackUrlRejected):
+    """Raised for a scheme other than http or https (javascript:, data:, ftp:...)."""
+
+    code = "CALLBACK_URL_SCHEME_NOT_ALLOWED"
+    title = "Callback URL scheme is not allowed"
+
+
+class CallbackUrlBackslash(CallbackUrlRejected):
+    """Raised when the URL contains a backslash (browsers read it as a slash)."""
+
+    code = "CALLBACK_URL_BACKSLASH"
+    title = "Callback URL must not contain a backslash"
+
+
+class CallbackUrlInsecureHttp(CallbackUrlRejected):
+    """Raised for plain http, except loopback hosts of a development provider."""
+
+    code = "CALLBACK_URL_INSECURE_HTTP"
+    title = "Callback URL must use https"
+
+
+class CallbackUrlReservedParameter(CallbackUrlRejected):
+    """Raised when the query uses a parameter name the broker adds on return."""
+
+    code = "CALLBACK_URL_RESERVED_PARAMETER"
+    title = "Callback URL uses a reserved query parameter"
+
+
+class CallbackUrlUserinfo(CallbackUrlRejected):
+    """Raised when the URL carries ``user:password@`` before the host."""
+
+    code = "CALLBACK_URL_USERINFO"
+    title = "Callback URL must not contain credentials"
+
+
+class CallbackUrlFragment(CallbackUrlRejected):
+    """Raised when the URL carries a ``#fragment``."""
+
+    code = "CALLBACK_URL_FRAGMENT"
+    title = "Callback URL must not contain a fragment"
+
+
+class CallbackUrlEncodingTrick(CallbackUrlRejected):
+    """Raised on percent-encoded separators, dots or bytes in the authority or path."""
+
+    code = "CALLBACK_URL_ENCODED_CHARACTERS"
+    title = "Callback URL contains suspicious percent-encoding"
+
+
+class CallbackUrlNotAllowed(CallbackUrlRejected):
+    """Raised when a well-formed URL matches none of the provider's allowed callbacks."""
+
+    code = "CALLBACK_URL_NOT_ALLOWED"
+    title = "Callback URL is not on the provider's allow-list"
+
+
+# -- 401 / 404 / 409 / 413 / 415 ---------------------------------------------
+
+
+class Unauthenticated(BrokerError):
+    """Raised when the API key is missing, unknown, expired or revoked."""
+
+    status = 401
+    code = "UNAUTHENTICATED"
+    title = "Missing or invalid API key"
+
+
+class NotFound(BrokerError):
+    """Raised when a resource does not exist or belongs to another provider."""
+
+    status = 404
+    code = "NOT_FOUND"
+    title = "Not found"
+
+
+class EnterpriseNotFound(NotFound):
+    """Raised for an unknown enterprise id, or another provider's enterprise."""
+
+    code = "ENTERPRISE_NOT_FOUND"
+    title = "Enterprise not found"
+
+
+class ActionItemNotFound(NotFound):
+    """Raised for an unknown action item id, or another provider's action item."""
+
+    code = "ACTION_ITEM_NOT_FOUND"
+    title = "Action item not found"
+
+
+class Conflict(BrokerError):
+    """Base for requests that clash with the current state of a resource."""
+
+    status = 409
+    code = "CONFLICT"
+    title = "Conflict"
+
+
+class EnterpriseExternalIdTaken(Conflict):
+    """Raised when the provider already has an enterprise with that external id."""
+
+    code = "ENTERPRISE_EXTERNAL_ID_TAKEN"
+    title = "An enterprise with this external id already exists"
+
+
+class EnterpriseNotRegistered(Conflict):
+    """Raised for a consent or login action on an enterprise not yet registered."""
+
+    code = "ENTERPRISE_NOT_REGISTERED"
+    title = "Enterprise is not registered with Microsoft yet"
+
+
+class EnterpriseAlreadyRegistered(Conflict):
+    """Raised for REGISTRATION on a registered enterprise without ``reregister``."""
+
+    code = "ENTERPRISE_ALREADY_REGISTERED"
+    title = "Enterprise is already registered"
+
+
+class ActionItemNotRevocable(Conflict):
+    """Raised when revoking an action item that is completed, failed or expired."""
+
+    code = "ACTION_ITEM_NOT_REVOCABLE"
+    title = "Action item can no longer be revoked"
+
+
+class PayloadTooLarge(BrokerError):
+    """Raised when the request body exceeds the configured maximum."""
+
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    title = "Request body too large"
+
+
+class UnsupportedMediaType(BrokerError):
+    """Raised when the request body is not ``application/json``."""
+
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    title = "Unsupported media type"
+
+
+class MethodNotAllowed(BrokerError):
+    """Raised when the path exists but not with this HTTP method."""
+
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+    title = "Method not allowed"
+
+
+class InternalError(BrokerError):
+    """Raised (or substituted) for a failure that is our fault; never expected."""
+
+
+# -- not HTTP: operator mistakes at the console ------------------------------
+
+
+class ProviderNotFound(NotFound):
+    """Raised by provider management when the provider id or name is unknown."""
+
+    code = "PROVIDER_NOT_FOUND"
+    title = "Provider not found"
+
+
+class ProviderNameTaken(Conflict):
+    """Raised when creating a provider whose name is already used."""
+
+    code = "PROVIDER_NAME_TAKEN"
+    title = "A provider with this name already exists"
+
+
+class ApiKeyNotFound(NotFound):
+    """Raised when revoking a key id that the provider does not have."""
+
+    code = "API_KEY_NOT_FOUND"
+    title = "API key not found"
+
+
+def all_error_classes() -> list[type[BrokerError]]:
+    """Every concrete error class, for the spec-and-code agreement test."""
+    seen: list[type[BrokerError]] = []
+    stack: list[type[BrokerError]] = [BrokerError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen
+
+
+class ServiceUnavailable(BrokerError):
+    """Raised when the database is unreachable or its schema is not current."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+    title = "Service unavailable"

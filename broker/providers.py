@@ -1,0 +1,291 @@
+"""Providers, their API keys and their allowed callback URLs.
+
+An API key is ``ctt_sk_`` plus 256 random bits (base64url). Only its SHA-256
+is stored, so a database leak discloses no usable key; the key is shown once,
+at creation or rotation. Because keys are long random strings, a plain hash
+is the right tool (a slow password hash would only slow every request).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from broker import errors
+from broker.callbacks import normalize_allowed_callback, parse_callback_url
+from broker.db import api_keys, provider_callbacks, providers
+from broker.ids import looks_like_id, new_id
+from broker.runtime import Runtime
+
+KEY_PREFIX = "ctt_sk_"
+_KEY_SHAPE = re.compile(r"^ctt_sk_[A-Za-z0-9_-]{43}$")
+_NAME_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """An API key as listed: never the key itself."""
+
+    key_id: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def is_active(self, now: datetime) -> bool:
+        """Neither revoked nor past its overlap expiry."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A service provider and its configuration."""
+
+    provider_id: str
+    name: str
+    development: bool
+    webhook_url: str | None
+    callback_urls: tuple[str, ...]
+    keys: tuple[ApiKeyInfo, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly issued key: the only moment the secret exists outside the caller."""
+
+    key_id: str
+    api_key: str = ""
+
+    def __repr__(self) -> str:
+        return f"IssuedKey(key_id={self.key_id!r}, api_key='***')"
+
+
+def hash_api_key(api_key: str) -> str:
+    """SHA-256 hex digest of a key, as stored."""
+    return hashlib.sha256(api_key.encode("ascii")).hexdigest()
+
+
+def authenticate(runtime: Runtime, api_key: str) -> str:
+    """Return the provider id owning ``api_key``; raise :class:`errors.Unauthenticated`.
+
+    Malformed keys are refused without touching the database.
+    """
+    if not _KEY_SHAPE.match(api_key):
+        raise errors.Unauthenticated("API key is missing or malformed")
+    now = runtime.now()
+    query = select(api_keys.c.provider_id).where(
+        api_keys.c.key_hash == hash_api_key(api_key),
+        api_keys.c.revoked_at.is_(None),
+        or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
+    )
+    with runtime.engine.connect() as connection:
+        provider_id = connection.execute(query).scalar_one_or_none()
+    if provider_id is None:
+        raise errors.Unauthenticated("API key is unknown, expired or revoked")
+    return str(provider_id)
+
+
+def create_provider(
+    runtime: Runtime,
+    name: str,
+    *,
+    development: bool = False,
+    callback_urls: tuple[str, ...] = (),
+    webhook_url: str | None = None,
+) -> tuple[Provider, IssuedKey]:
+    """Create a provider with its first API key."""
+    if not _NAME_SHAPE.match(name):
+        raise errors.InvalidRequest(
+            "provider name must be 1-100 letters, digits, spaces, '.', '_' or '-'"
+        )
+    normalized = [
+        normalize_allowed_callback(url, development=development).url for url in callback_urls
+    ]
+    webhook = _checked_webhook(webhook_url, development)
+    now = runtime.now()
+    provider_id = new_id(runtime, "prv", now)
+    with runtime.engine.begin() as connection:
+        try:
+            connection.execute(
+                insert(providers).values(
+                    id=provider_id,
+                    name=name,
+                    development=development,
+                    webhook_url=webhook,
+                    created_at=now,
+                )
+            )
+        except IntegrityError:
+            raise errors.ProviderNameTaken(f"a provider named {name!r} already exists") from None
+        for url in dict.fromkeys(normalized):
+            connection.execute(
+                insert(provider_callbacks).values(provider_id=provider_id, url=url, created_at=now)
+            )
+        issued = _insert_key(runtime, connection, provider_id, now)
+    return get_provider(runtime, provider_id), issued
+
+
+def get_provider(runtime: Runtime, ref: str) -> Provider:
+    """A provider by id or by name; :class:`errors.ProviderNotFound` otherwise."""
+    column = providers.c.id if looks_like_id(ref, "prv") else providers.c.name
+    with runtime.engine.connect() as connection:
+        row = connection.execute(select(providers).where(column == ref)).mappings().first()
+        if row is None:
+            raise errors.ProviderNotFound(f"no provider {ref!r}")
+        urls = connection.execute(
+            select(provider_callbacks.c.url)
+            .where(provider_callbacks.c.provider_id == row["id"])
+            .order_by(provider_callbacks.c.id)
+        ).scalars()
+        keys = connection.execute(
+            select(api_keys).where(api_keys.c.provider_id == row["id"]).order_by(api_keys.c.id)
+        ).mappings()
+        return Provider(
+            provider_id=row["id"],
+            name=row["name"],
+            development=row["development"],
+            webhook_url=row["webhook_url"],
+            callback_urls=tuple(urls),
+            keys=tuple(
+                ApiKeyInfo(
+                    key_id=key["id"],
+                    prefix=key["prefix"],
+                    created_at=key["created_at"],
+                    expires_at=key["expires_at"],
+                    revoked_at=key["revoked_at"],
+                )
+                for key in keys
+            ),
+            created_at=row["created_at"],
+        )
+
+
+def list_providers(runtime: Runtime) -> list[Provider]:
+    """Every provider, oldest first."""
+    with runtime.engine.connect() as connection:
+        ids = connection.execute(select(providers.c.id).order_by(providers.c.id)).scalars().all()
+    return [get_provider(runtime, provider_id) for provider_id in ids]
+
+
+def rotate_key(runtime: Runtime, ref: str, *, overlap_seconds: int) -> IssuedKey:
+    """Issue a new key; the provider's current keys stay valid for ``overlap_seconds``.
+
+    An overlap of 0 ends the old keys at once. Keys already set to expire
+    sooner keep their earlier expiry.
+    """
+    if not 0 <= overlap_seconds <= 30 * 86400:
+        raise errors.InvalidRequest("overlap must be between 0 and 2592000 seconds")
+    provider = get_provider(runtime, ref)
+    now = runtime.now()
+    cutoff = now + timedelta(seconds=overlap_seconds)
+    with runtime.engine.begin() as connection:
+        connection.execute(
+            update(api_keys)
+            .where(
+                api_keys.c.provider_id == provider.provider_id,
+                api_keys.c.revoked_at.is_(None),
+                or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > cutoff),
+            )
+            .values(expires_at=cutoff)
+        )
+        return _insert_key(runtime, connection, provider.provider_id, now)
+
+
+def revoke_key(runtime: Runtime, ref: str, key_id: str) -> None:
+    """Revoke one key at once (idempotent for an already revoked key)."""
+    provider = get_provider(runtime, ref)
+    with runtime.engine.begin() as connection:
+        result = connection.execute(
+            update(api_keys)
+            .where(and_(api_keys.c.id == key_id, api_keys.c.provider_id == provider.provider_id))
+            .values(revoked_at=runtime.now())
+            .where(api_keys.c.revoked_at.is_(None))
+        )
+        if result.rowcount == 0:
+            exists = connection.execute(
+                select(api_keys.c.id).where(
+                    api_keys.c.id == key_id, api_keys.c.provider_id == provider.provider_id
+                )
+            ).first()
+            if exists is None:
+                raise errors.ApiKeyNotFound(f"provider {provider.name!r} has no key {key_id!r}")
+
+
+def add_callback(runtime: Runtime, ref: str, url: str) -> str:
+    """Allow ``url`` as a callback for the provider; returns its normalised form."""
+    provider = get_provider(runtime, ref)
+    normalized = normalize_allowed_callback(url, development=provider.development).url
+    if normalized not in provider.callback_urls:
+        with runtime.engine.begin() as connection:
+            connection.execute(
+                insert(provider_callbacks).values(
+                    provider_id=provider.provider_id, url=normalized, created_at=runtime.now()
+                )
+            )
+    return normalized
+
+
+def remove_callback(runtime: Runtime, ref: str, url: str) -> None:
+    """Stop allowing ``url``; links already issued for it will fail at redirect time."""
+    provider = get_provider(runtime, ref)
+    try:
+        normalized = normalize_allowed_callback(url, development=provider.development).url
+    except errors.CallbackUrlRejected:
+        normalized = url
+    with runtime.engine.begin() as connection:
+        result = connection.execute(
+            delete(provider_callbacks).where(
+                provider_callbacks.c.provider_id == provider.provider_id,
+                provider_callbacks.c.url == normalized,
+            )
+        )
+    if result.rowcount == 0:
+        raise errors.NotFound(f"{url!r} is not an allowed callback of {provider.name!r}")
+
+
+def set_webhook_url(runtime: Runtime, ref: str, url: str | None) -> None:
+    """Set or clear the provider's webhook URL (checked like a callback URL)."""
+    provider = get_provider(runtime, ref)
+    webhook = _checked_webhook(url, provider.development)
+    with runtime.engine.begin() as connection:
+        connection.execute(
+            update(providers)
+            .where(providers.c.id == provider.provider_id)
+            .values(webhook_url=webhook)
+        )
+
+
+def _checked_webhook(url: str | None, development: bool) -> str | None:
+    if url is None:
+        return None
+    parsed = parse_callback_url(url, development=development)
+    if parsed.is_loopback and not development:
+        raise errors.CallbackUrlNotAllowed(
+            "loopback webhook URLs are only for development providers"
+        )
+    return parsed.url
+
+
+def _insert_key(
+    runtime: Runtime, connection: Connection, provider_id: str, now: datetime
+) -> IssuedKey:
+    secret = base64.urlsafe_b64encode(runtime.random_bytes(32)).decode().rstrip("=")
+    api_key = KEY_PREFIX + secret
+    key_id = new_id(runtime, "key", now)
+    connection.execute(
+        insert(api_keys).values(
+            id=key_id,
+            provider_id=provider_id,
+            key_hash=hash_api_key(api_key),
+            prefix=api_key[:11],
+            created_at=now,
+        )
+    )
+    return IssuedKey(key_id=key_id, api_key=api_key)

@@ -1,0 +1,92 @@
+"""The application factory: ``openapi.yaml`` plus the handlers, as an ASGI app."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from connexion import AsyncApp
+from connexion.exceptions import ProblemException
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+from connexion.validators import ParameterValidator
+from starlette.exceptions import HTTPException
+
+from broker import errors
+from broker.runtime import Runtime, open_runtime
+from broker.settings import Settings, load_settings
+from handlers import middleware, problems
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
+
+
+class SnakeCaseResolver(Resolver):  # type: ignore[misc]
+    """``operationId: getActionItemUrl`` + controller -> ``controller.get_action_item_url``.
+
+    Keeps operationIds readable in generated clients and function names Pythonic.
+    """
+
+    def resolve_operation_id(self, operation: Any) -> str:
+        operation_id = str(operation.operation_id)
+        controller = operation.router_controller
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation_id).lower()
+        return f"{controller}.{name}" if controller else name
+
+
+class NamedParameterValidator(ParameterValidator):  # type: ignore[misc]
+    """Connexion's parameter validator, but every message names the parameter."""
+
+    @staticmethod
+    def validate_parameter(
+        parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
+    ) -> str | None:
+        error = ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
+        if error is None:
+            return None
+        summary = str(error).split("\n\n", 1)[0].strip()
+        return f"{summary} - '{param.get('name', param_name)}'"
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
+    """Build the ASGI app for ``settings`` (and an explicit ``runtime`` in tests)."""
+    runtime = runtime or open_runtime(settings)
+    logging.getLogger("ctt_broker").setLevel(settings.log_level)
+    app = AsyncApp(__name__, specification_dir=str(SPEC_PATH.parent))
+    app.add_api(
+        SPEC_PATH.name,
+        resolver=SnakeCaseResolver(),
+        strict_validation=True,
+        validate_responses=settings.mode == "sandbox",
+        pythonic_params=True,
+        validator_map={"parameter": NamedParameterValidator},
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=True),
+    )
+    for exception in (
+        errors.BrokerError,
+        ProblemException,
+        HTTPException,
+        UnicodeDecodeError,
+        Exception,
+    ):
+        app.add_error_handler(exception, problems.handle)
+    # add_middleware inserts at the front, so the last one added runs first.
+    app.add_middleware(
+        middleware.BodyGuardMiddleware,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.add_middleware(
+        middleware.RuntimeMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, runtime=runtime
+    )
+    app.add_middleware(
+        middleware.SecurityHeadersMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION
+    )
+    return app
+
+
+def app_from_environment() -> AsyncApp:
+    """Gunicorn's entry point: settings from ``os.environ``."""
+    return create_app(load_settings())

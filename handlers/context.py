@@ -1,0 +1,29 @@
+"""How a handler finds the :class:`broker.runtime.Runtime` of the app serving it.
+
+``create_app`` installs a middleware that puts the runtime into the ASGI
+scope, so no module-level state is needed and two apps can live side by side
+(the tests rely on that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from connexion import context
+
+from broker.runtime import Runtime
+
+SCOPE_KEY = "ctt.runtime"
+
+
+def runtime_from_scope(scope: MutableMapping[str, Any]) -> Runtime:
+    """The runtime the app put into this request's scope."""
+    runtime = scope[SCOPE_KEY]
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+def current_runtime() -> Runtime:
+    """The runtime of the request being handled."""
+    return runtime_from_scope(context.scope)

@@ -1,0 +1,114 @@
+"""The one place errors become HTTP answers: ``application/problem+json``.
+
+``broker`` raises :class:`broker.errors.BrokerError` subclasses that know their
+status and code. Connexion and Starlette raise their own exceptions for
+validation, authentication and routing; these are translated to the same
+shape and given one of our codes, so a client never sees a problem without a
+``code`` and never a bare 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+
+from broker import errors
+
+log = logging.getLogger("ctt_broker.problems")
+
+PROBLEM_TYPE = "urn:ctt-broker:problem:"
+MEDIA_TYPE = "application/problem+json"
+
+# Connexion reports which field failed as "... - 'field.path'"; a few fields
+# have a code of their own.
+_FIELD_IN_DETAIL = re.compile(r" - '([^']+)'$")
+_PARAMETER_IN_DETAIL = re.compile(r"(?:parameter|parameter\(s\)) '?([A-Za-z0-9_]+)")
+_FIELD_ERRORS: dict[str, type[errors.BrokerError]] = {
+    "actionType": errors.UnknownActionType,
+    "state": errors.InvalidProviderState,
+}
+_STATUS_ERRORS: dict[int, type[errors.BrokerError]] = {
+    401: errors.Unauthenticated,
+    403: errors.Unauthenticated,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def problem_document(error: errors.BrokerError, field: str | None = None) -> dict[str, Any]:
+    """The problem+json body for ``error``."""
+    document: dict[str, Any] = {
+        "type": PROBLEM_TYPE + error.code,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+    }
+    if field:
+        document["field"] = field
+    return document
+
+
+def problem_headers(error: errors.BrokerError) -> dict[str, str]:
+    """Headers every problem answer carries."""
+    headers = {"Cache-Control": "no-store"}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="ctt-broker"'
+    return headers
+
+
+def render(error: errors.BrokerError, field: str | None = None) -> ConnexionResponse:
+    """A Connexion response for ``error``."""
+    return ConnexionResponse(
+        status_code=error.status,
+        mimetype=MEDIA_TYPE,
+        content_type=MEDIA_TYPE,
+        body=json.dumps(problem_document(error, field)),
+        headers=problem_headers(error),
+    )
+
+
+def translate(exc: Exception) -> tuple[errors.BrokerError, str | None]:
+    """Our error (and the faulty field, if known) for any exception."""
+    if isinstance(exc, errors.BrokerError):
+        return exc, exc.extra.get("field")
+    if isinstance(exc, UnicodeDecodeError):
+        # Connexion decodes JSON bodies without catching this (a 500 otherwise).
+        return errors.InvalidRequestBody("the request body is not valid UTF-8"), None
+    if isinstance(exc, ProblemException | HTTPException):
+        status = exc.status if isinstance(exc, ProblemException) else exc.status_code
+        detail = str(getattr(exc, "detail", None) or getattr(exc, "title", "") or "")
+        # jsonschema appends the whole failing schema after a blank line: keep the summary.
+        detail = detail.split("\n\n", 1)[0].strip()
+        if status == 400:
+            return _bad_request(detail)
+        error_class = _STATUS_ERRORS.get(status)
+        if error_class is not None:
+            return error_class(detail or error_class.title), None
+    return errors.InternalError("an unexpected error occurred"), None
+
+
+def _bad_request(detail: str) -> tuple[errors.BrokerError, str | None]:
+    field_match = _FIELD_IN_DETAIL.search(detail) or _PARAMETER_IN_DETAIL.search(detail)
+    field = field_match.group(1) if field_match else None
+    if field in _FIELD_ERRORS:
+        return _FIELD_ERRORS[field](detail), field
+    if detail.startswith(("Expecting", "Extra data", "Invalid control character", "Unterminated")):
+        return errors.InvalidRequestBody(f"the request body is not valid JSON: {detail}"), None
+    return errors.InvalidRequest(detail or "the request is invalid"), field
+
+
+def handle(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """Connexion error handler for every exception class."""
+    error, field = translate(exc)
+    if error.status >= 500:
+        log.error("request failed: %s", type(exc).__name__, exc_info=exc)
+    return render(error, field)
