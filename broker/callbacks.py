@@ -113,10 +113,12 @@ def parse_callback_url(raw: str, *, development: bool) -> CallbackUrl:
         raise errors.CallbackUrlMalformed("callback URL is not a valid RFC 3986 URI")
     host = _checked_host(parts.netloc, parts.hostname)
     try:
-        port = parts.port or DEFAULT_PORTS[scheme]
+        explicit_port = parts.port
     except ValueError:
         raise errors.CallbackUrlMalformed("callback URL has an invalid port") from None
-    if port == 0:
+    # Port 0 is falsy: compare with None, or ":0" would silently mean 443.
+    port = DEFAULT_PORTS[scheme] if explicit_port is None else explicit_port
+    if port == 0 or parts.netloc.endswith(":"):
         raise errors.CallbackUrlMalformed("callback URL has an invalid port")
     path = parts.path or "/"
     if any(segment in (".", "..") for segment in path.split("/")) or "//" in path:

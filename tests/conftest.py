@@ -1,0 +1,164 @@
+"""Shared fixtures.
+
+Every test that touches storage runs twice: on SQLite and on the PostgreSQL
+server at 127.0.0.1:5432 (database ``test``), each in a schema of its own
+created by the Alembic migrations. PostgreSQL missing is a failure, not a
+skip: set ``CTT_TEST_SKIP_POSTGRES=1`` to leave it out on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from broker import providers
+from broker.catalog import load_catalog
+from broker.db import make_engine, metadata
+from broker.migrate import upgrade_database
+from broker.runtime import Runtime
+from broker.settings import Settings, load_settings
+
+POSTGRES_SERVER = os.environ.get(
+    "CTT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite"] + ([] if os.environ.get("CTT_TEST_SKIP_POSTGRES") == "1" else ["postgresql"])
+START = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock that only moves when a test says so."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.current = start
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+@dataclass
+class Database:
+    """One migrated database for the whole session."""
+
+    backend: str
+    url: str
+    engine: Engine
+
+
+def _postgres_schema_url(schema: str) -> str:
+    return f"{POSTGRES_SERVER}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
+    """A freshly migrated database on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "broker.sqlite3"
+        url = f"sqlite:///{path}"
+        engine = make_engine(url)
+        upgrade_database(engine)
+        yield Database("sqlite", url, engine)
+        engine.dispose()
+        return
+    schema = f"ctt_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_SERVER, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # pragma: no cover - environment problem
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_SERVER} is required for the storage tests ({exc}); "
+            "set CTT_TEST_SKIP_POSTGRES=1 to leave it out deliberately",
+            pytrace=False,
+        )
+    url = _postgres_schema_url(schema)
+    engine = make_engine(url)
+    upgrade_database(engine)
+    yield Database("postgresql", url, engine)
+    engine.dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database: Database, tmp_path: Path) -> Settings:
+    return load_settings(
+        {
+            "CTT_DATABASE_URL": database.url,
+            "CTT_DATA_DIR": str(tmp_path),
+            "CTT_PUBLIC_BASE_URL": "https://broker.test",
+        }
+    )
+
+
+@pytest.fixture
+def runtime(database: Database, settings: Settings, clock: FakeClock) -> Iterator[Runtime]:
+    """A runtime on an emptied database with a fake clock."""
+    with database.engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            connection.execute(table.delete())
+    yield Runtime(settings=settings, engine=database.engine, catalog=load_catalog(), clock=clock)
+
+
+@dataclass(frozen=True)
+class ProviderAccount:
+    """A provider as a test drives it: its id, key and auth header."""
+
+    provider_id: str
+    api_key: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+CALLBACK = "https://portal.example.com/teams/callback"
+OTHER_CALLBACK = "https://portal.other.example/return"
+
+
+def make_provider(runtime: Runtime, name: str, **options: Any) -> ProviderAccount:
+    options.setdefault("callback_urls", (CALLBACK,))
+    provider, key = providers.create_provider(runtime, name, **options)
+    return ProviderAccount(provider.provider_id, key.api_key, key.key_id)
+
+
+@pytest.fixture
+def provider(runtime: Runtime) -> ProviderAccount:
+    return make_provider(runtime, "Acme Telecom")
+
+
+@pytest.fixture
+def other_provider(runtime: Runtime) -> ProviderAccount:
+    return make_provider(runtime, "Globex Voice", callback_urls=(OTHER_CALLBACK,))
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Any:
+    """An in-process HTTP client for the app on this runtime."""
+    from handlers.app import create_app
+
+    app = create_app(runtime.settings, runtime)
+    return app.test_client(raise_server_exceptions=False)
+
+
+def with_runtime_settings(runtime: Runtime, **changes: Any) -> Runtime:
+    return replace(runtime, settings=replace(runtime.settings, **changes))
