@@ -269,6 +269,60 @@ class ApiKeyNotFound(NotFound):
     title = "API key not found"
 
 
+class ServiceUnavailable(BrokerError):
+    """Raised when the database is unreachable or its schema is not current."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+    title = "Service unavailable"
+
+
+# -- the admin's round trip through Microsoft (browser-facing) ---------------
+
+
+class StateInvalid(BrokerError):
+    """Raised when a returned ``state`` is malformed, forged, or meant for someone else.
+
+    Covers a bad signature, an unexpected algorithm or ``typ``, a wrong ``iss``
+    or ``aud``, an unknown key id and missing claims.
+    """
+
+    status = 400
+    code = "STATE_INVALID"
+    title = "This sign-in link is not valid"
+
+
+class StateExpired(StateInvalid):
+    """Raised when a returned ``state`` is past its ``exp`` (the flow took too long)."""
+
+    code = "STATE_EXPIRED"
+    title = "This sign-in took too long"
+
+
+class StateReplayed(StateInvalid):
+    """Raised when the flow record of a ``state`` was already consumed."""
+
+    status = 409
+    code = "STATE_REPLAYED"
+    title = "This sign-in was already completed"
+
+
+class BrowserBindingMismatch(StateInvalid):
+    """Raised when the callback arrives without the browser-binding cookie of its flow."""
+
+    status = 403
+    code = "BROWSER_BINDING_MISMATCH"
+    title = "This sign-in was started in another browser"
+
+
+class IdTokenInvalid(BrokerError):
+    """Raised when Microsoft's ID token fails validation (signature, claims, nonce...)."""
+
+    status = 502
+    code = "ID_TOKEN_INVALID"
+    title = "Microsoft's answer could not be verified"
+
+
 def all_error_classes() -> list[type[BrokerError]]:
     """Every concrete error class, for the spec-and-code agreement test."""
     seen: list[type[BrokerError]] = []
@@ -278,11 +332,3 @@ def all_error_classes() -> list[type[BrokerError]]:
         seen.append(cls)
         stack.extend(cls.__subclasses__())
     return seen
-
-
-class ServiceUnavailable(BrokerError):
-    """Raised when the database is unreachable or its schema is not current."""
-
-    status = 503
-    code = "SERVICE_UNAVAILABLE"
-    title = "Service unavailable"
