@@ -191,6 +191,8 @@ def revoke_action_item(runtime: Runtime, provider_id: str, action_item_id: str) 
         )
         if result.rowcount != 1:
             latest = _load(runtime, connection, provider_id, action_item_id)
+            if latest.status == "revoked":  # a concurrent revoke won: same outcome
+                return latest
             raise errors.ActionItemNotRevocable(
                 f"the action item is {latest.status} and can no longer be revoked"
             )

@@ -8,6 +8,7 @@
     ctt-broker provider revoke-key PROVIDER KEY_ID
     ctt-broker provider add-callback PROVIDER URL
     ctt-broker provider remove-callback PROVIDER URL
+    ctt-broker sandbox-provider
 
 PROVIDER is a provider id (``prv_...``) or name. Exit codes: 0 done, 1 refused
 (the message carries the error code), 2 bad arguments, 3 invalid settings,
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = provider.add_parser(name, help=f"{verb} a callback URL")
         sub.add_argument("provider")
         sub.add_argument("url")
+    commands.add_parser(
+        "sandbox-provider",
+        help="sandbox only: create the demo provider once and show its API key",
+    )
     for sub in (create, rotate, revoke):
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -105,6 +110,9 @@ def main(
     try:
         if args.command == "db":
             return _db(runtime, args.db_command, out)
+        if args.command == "sandbox-provider":
+            upgrade_database(runtime.engine)
+            return _sandbox_provider(runtime, out)
         if pending_revisions(runtime.engine):
             print(
                 "ctt-broker: the database schema is not current; run `ctt-broker db upgrade`",
@@ -163,6 +171,39 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     providers.remove_callback(runtime, args.provider, args.url)
     print(f"removed {args.url}", file=out)
+    return 0
+
+
+SANDBOX_PROVIDER = "Sandbox Provider"
+SANDBOX_CALLBACKS = ("http://127.0.0.1:8090/callback", "http://localhost:8090/callback")
+
+
+def _sandbox_provider(runtime: Runtime, out: TextIO) -> int:
+    """Create the demo provider on first use; its key lives in the data folder (sandbox only)."""
+    settings = runtime.settings
+    if settings.mode != "sandbox":
+        raise errors.InvalidRequest("sandbox-provider is only available in sandbox mode")
+    key_file = settings.data_dir / "sandbox-provider.json"
+    try:
+        record = json.loads(key_file.read_text("utf-8"))
+        providers.authenticate(runtime, record["apiKey"])
+    except (OSError, ValueError, KeyError, errors.Unauthenticated):
+        try:
+            provider, key = providers.create_provider(
+                runtime, SANDBOX_PROVIDER, development=True, callback_urls=SANDBOX_CALLBACKS
+            )
+            provider_id = provider.provider_id
+        except errors.ProviderNameTaken:
+            key = providers.rotate_key(runtime, SANDBOX_PROVIDER, overlap_seconds=0)
+            provider_id = providers.get_provider(runtime, SANDBOX_PROVIDER).provider_id
+        record = {"providerId": provider_id, "keyId": key.key_id, "apiKey": key.api_key}
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(json.dumps(record), "utf-8")
+    print(f"sandbox provider {record['providerId']}", file=out)
+    print(f"API key          {record['apiKey']}", file=out)
+    print(f"callback URLs    {', '.join(SANDBOX_CALLBACKS)}", file=out)
+    print(f"API docs         {settings.public_base_url}/ui/", file=out)
     return 0
 
 

@@ -110,7 +110,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     public_base_url = parse("PUBLIC_BASE_URL", _base_url, "http://127.0.0.1:8080")
     if mode == "production" and public_base_url.startswith("http://"):
         problems.append(f"{PREFIX}PUBLIC_BASE_URL: must be https in production mode")
-    data_dir = Path(raw("DATA_DIR"))
+    data_dir = Path(raw("DATA_DIR")).expanduser().resolve()
     database_url = parse("DATABASE_URL", _database_url, "")
     database_url = database_url.replace("{DATA_DIR}", str(data_dir))
     bind = parse("BIND", _bind, "127.0.0.1:8080")

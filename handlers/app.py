@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
 from connexion.middleware import MiddlewarePosition
@@ -20,7 +21,8 @@ from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, load_settings
 from handlers import middleware, problems
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
+# handlers/openapi.yaml links to the top-level spec, so an installed wheel carries it too.
+SPEC_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 
 
 class SnakeCaseResolver(Resolver):  # type: ignore[misc]
@@ -64,6 +66,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
         validator_map={"parameter": NamedParameterValidator},
         swagger_ui_options=SwaggerUIOptions(swagger_ui=True),
     )
+    spec = yaml.safe_load(SPEC_PATH.read_text("utf-8"))
+    handle = problems.make_handler(problems.MethodTable(spec["paths"]))
     for exception in (
         errors.BrokerError,
         ProblemException,
@@ -71,7 +75,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
         UnicodeDecodeError,
         Exception,
     ):
-        app.add_error_handler(exception, problems.handle)
+        app.add_error_handler(exception, handle)
     # add_middleware inserts at the front, so the last one added runs first.
     app.add_middleware(
         middleware.BodyGuardMiddleware,

@@ -106,9 +106,42 @@ def _bad_request(detail: str) -> tuple[errors.BrokerError, str | None]:
     return errors.InvalidRequest(detail or "the request is invalid"), field
 
 
-def handle(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    """Connexion error handler for every exception class."""
-    error, field = translate(exc)
-    if error.status >= 500:
-        log.error("request failed: %s", type(exc).__name__, exc_info=exc)
-    return render(error, field)
+class MethodTable:
+    """Which methods each spec path allows, for the ``Allow`` header of a 405.
+
+    Starlette only knows the methods of the one route it matched, but the spec
+    may put several operations on one path.
+    """
+
+    def __init__(self, spec_paths: dict[str, dict[str, Any]]) -> None:
+        self._routes = [
+            (
+                re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+                sorted(m.upper() for m in item if m in ("get", "post", "put", "patch", "delete")),
+            )
+            for path, item in spec_paths.items()
+        ]
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods the spec allows on ``path`` (empty when no path matches)."""
+        for pattern, methods in self._routes:
+            if pattern.match(path):
+                return methods
+        return []
+
+
+def make_handler(methods: MethodTable) -> Any:
+    """The Connexion error handler for every exception class."""
+
+    def handle(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        error, field = translate(exc)
+        if error.status >= 500:
+            log.error("request failed: %s", type(exc).__name__, exc_info=exc)
+        response = render(error, field)
+        if error.status == 405:
+            allowed = methods.allowed(request.url.path)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    return handle

@@ -230,11 +230,23 @@ def test_out_of_range_limit_is_refused(client: Any, provider: ProviderAccount, l
 
 
 @pytest.mark.parametrize(
-    "cursor", ["garbage", "djE6bm90LWFuLWlk", "djI6ZW50XzAxSkNYM1EyQjZWN1c4WDlZMFoxQTJCM0M0", "%%%"]
+    "cursor", ["garbage", "act_01JCX3Q2B6V7W8X9Y0Z1A2B3C4", "ent_01JCX3Q2B6V7W8X9Y0Z1A2B3CU", "%%%"]
 )
 def test_forged_cursor_is_refused(client: Any, provider: ProviderAccount, cursor: str) -> None:
     response = client.get("/enterprises", params={"cursor": cursor}, headers=provider.headers)
-    assert_problem(response, 400, "INVALID_CURSOR")
+    assert assert_problem(response, 400, "INVALID_REQUEST")["field"] == "cursor"
+
+
+def test_cursor_of_another_kind_is_refused_by_the_domain(
+    runtime: Any, provider: ProviderAccount
+) -> None:
+    from broker import errors
+    from broker.enterprises import list_enterprises
+
+    with pytest.raises(errors.InvalidCursor):
+        list_enterprises(
+            runtime, provider.provider_id, limit=5, cursor="act_01JCX3Q2B6V7W8X9Y0Z1A2B3C4"
+        )
 
 
 def test_unknown_route_and_wrong_method_get_problems(

@@ -1,0 +1,60 @@
+"""Settings: validated once, every problem reported together, secrets never printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.settings import DOCUMENTED, SettingsError, load_settings
+
+
+def test_defaults_give_a_sandbox_on_sqlite() -> None:
+    settings = load_settings({})
+    assert settings.mode == "sandbox"
+    assert settings.data_dir == Path.cwd() / "var"
+    assert settings.database_url == f"sqlite:///{Path.cwd()}/var/ctt-broker.sqlite3"
+    assert settings.public_base_url == "http://127.0.0.1:8080"
+    assert settings.max_body_bytes == 65536
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {
+                "CTT_MODE": "chaos",
+                "CTT_WORKERS": "many",
+                "CTT_PUBLIC_BASE_URL": "ftp://x",
+                "CTT_DATABASE_URL": "mysql://db",
+                "CTT_BIND": "nope",
+                "CTT_MAX_BODY_BYTES": "1",
+                "CTT_LOG_LEVL": "DEBUG",
+            }
+        )
+    problems = "\n".join(caught.value.problems)
+    for name in ("MODE", "WORKERS", "PUBLIC_BASE_URL", "DATABASE_URL", "BIND", "MAX_BODY_BYTES"):
+        assert f"CTT_{name}" in problems
+    assert "CTT_LOG_LEVL: unknown setting" in problems
+    assert len(caught.value.problems) == 7
+
+
+def test_production_requires_an_https_public_url() -> None:
+    with pytest.raises(SettingsError, match="https in production"):
+        load_settings({"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "http://broker.example"})
+    settings = load_settings(
+        {"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "https://broker.example/"}
+    )
+    assert settings.public_base_url == "https://broker.example"
+
+
+def test_database_password_never_appears_in_repr() -> None:
+    settings = load_settings({"CTT_DATABASE_URL": "postgresql://app:s3cr3t@db.internal/broker"})
+    assert settings.database_url == "postgresql+psycopg://app:s3cr3t@db.internal/broker"
+    assert "s3cr3t" not in repr(settings)
+    assert "s3cr3t" not in str(settings)
+    assert "app:***@db.internal" in settings.database_url_redacted
+
+
+def test_every_setting_has_a_default_and_a_meaning() -> None:
+    for name, (default, meaning) in DOCUMENTED.items():
+        assert name.isupper() and default and meaning
