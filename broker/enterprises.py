@@ -8,6 +8,7 @@ live. Granted wins; a live request makes it pending; then the last outcome.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -245,8 +246,13 @@ def _as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# The same rule as the spec's pattern for name and externalId: no C0/C1 control
+# characters or DEL, and no space (or control) at either end.
+_TEXT = re.compile(r"^[^\x00-\x20\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f])?$")
+
+
 def _check_text(field: str, value: str) -> None:
-    if not 1 <= len(value) <= 200 or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise errors.InvalidRequest(f"{field} must be 1-200 characters without control characters")
-    if value != value.strip():
-        raise errors.InvalidRequest(f"{field} must not start or end with whitespace")
+    if not 1 <= len(value) <= 200 or not _TEXT.match(value):
+        raise errors.InvalidRequest(
+            f"{field} must be 1-200 characters, without control characters or a space at either end"
+        )
