@@ -26,7 +26,7 @@ from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.providers import get_provider
 from broker.runtime import Runtime
 
-ItemStatus = Literal["created", "opened", "completed", "failed", "expired", "revoked"]
+ItemStatus = Literal["created", "opened", "pending", "completed", "failed", "expired", "revoked"]
 ResultDelivery = Literal["redirect", "form_post"]
 
 MIN_LIFETIME = 60

@@ -106,7 +106,7 @@ def main(
         return EXIT_SETTINGS
     if args.command == "serve":
         return _serve(settings, args, env, err)
-    runtime = open_runtime(settings)
+    runtime = open_runtime(settings, with_microsoft=False)
     try:
         if args.command == "db":
             return _db(runtime, args.db_command, out)
@@ -250,7 +250,7 @@ def _serve(
     if not 1 <= workers <= 64:
         print("ctt-broker: --workers must be between 1 and 64", file=err)
         return EXIT_USAGE
-    runtime = open_runtime(settings)
+    runtime = open_runtime(settings, with_microsoft=False)
     try:
         if settings.mode == "sandbox":
             upgrade_database(runtime.engine)

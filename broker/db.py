@@ -65,6 +65,7 @@ providers = Table(
     Column("name", String(200), nullable=False, unique=True),
     Column("development", Boolean, nullable=False),
     Column("webhook_url", String(2048)),
+    Column("share_refresh_token", Boolean, nullable=False, server_default="0"),
     Column("created_at", UtcDateTime, nullable=False),
 )
 
@@ -139,6 +140,33 @@ action_items = Table(
     Column("revoked_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
     Index(None, "enterprise_id", "consent_type"),
+)
+
+
+# One row per admin round trip: the state's jti and MSAL's secret flow dict
+# (PKCE verifier, nonce). Consumed exactly once by a conditional update.
+flows = Table(
+    "flows",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("action_item_id", String(40), ForeignKey("action_items.id"), nullable=False, index=True),
+    Column("msal_flow", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("consumed_at", UtcDateTime),
+)
+
+# One-time result codes: only the SHA-256 of the code is stored.
+results = Table(
+    "results",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("action_item_id", String(40), ForeignKey("action_items.id"), nullable=False, index=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("redeemed_at", UtcDateTime),
 )
 
 

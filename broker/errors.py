@@ -323,6 +323,131 @@ class IdTokenInvalid(BrokerError):
     title = "Microsoft's answer could not be verified"
 
 
+class MicrosoftUnavailable(BrokerError):
+    """Raised when Microsoft answers 5xx, cannot be reached, or its keys cannot be fetched."""
+
+    status = 503
+    code = "MICROSOFT_UNAVAILABLE"
+    title = "Microsoft is not answering"
+
+
+class MicrosoftTimeout(MicrosoftUnavailable):
+    """Raised when a call to Microsoft exceeds CTT_MICROSOFT_TIMEOUT_SECONDS."""
+
+    status = 504
+    code = "MICROSOFT_TIMEOUT"
+    title = "Microsoft took too long to answer"
+
+
+class MicrosoftError(BrokerError):
+    """Raised for a Microsoft error we have no more specific code for (see ``detail``)."""
+
+    status = 502
+    code = "MICROSOFT_ERROR"
+    title = "Microsoft refused the request"
+
+
+class InvalidGrant(MicrosoftError):
+    """Raised when Microsoft refuses the authorization code (used, expired, or PKCE mismatch)."""
+
+    status = 400
+    code = "INVALID_GRANT"
+    title = "Microsoft refused the sign-in code"
+
+
+class ConsentDeclined(BrokerError):
+    """Raised when the admin cancels at Microsoft (``access_denied``, AADSTS65004)."""
+
+    status = 403
+    code = "CONSENT_DECLINED"
+    title = "The request was declined at Microsoft"
+
+
+class NotGlobalAdmin(BrokerError):
+    """Raised when the account is not a Global Administrator (``wids`` lacks the role)."""
+
+    status = 403
+    code = "NOT_GLOBAL_ADMIN"
+    title = "A Global Administrator must do this"
+
+
+class PersonalAccountNotAllowed(BrokerError):
+    """Raised when a personal Microsoft account signs in instead of a work account."""
+
+    status = 403
+    code = "PERSONAL_ACCOUNT_NOT_ALLOWED"
+    title = "Sign in with a work account"
+
+
+class LoginWrongTenant(BrokerError):
+    """Raised when LOGIN_ENTERPRISE_ADMIN comes back from a tenant other than the enterprise's."""
+
+    status = 403
+    code = "LOGIN_WRONG_TENANT"
+    title = "This account belongs to another organisation"
+
+
+class TenantAlreadyRegistered(Conflict):
+    """Raised when REGISTRATION returns a tenant bound to another of the provider's enterprises."""
+
+    code = "TENANT_ALREADY_REGISTERED"
+    title = "This Microsoft tenant is already registered"
+
+
+class ConsentNotConfirmed(BrokerError):
+    """Raised when the app-only token for the tenant lacks the consented roles or tenant."""
+
+    status = 502
+    code = "CONSENT_NOT_CONFIRMED"
+    title = "The consent could not be confirmed"
+
+
+# -- the admin's link (HTML pages only) ---------------------------------------
+
+
+class LinkNotFound(NotFound):
+    """Raised when ``/actions/{handle}`` names no action item."""
+
+    code = "LINK_NOT_FOUND"
+    title = "This link is not valid"
+
+
+class LinkExpired(BrokerError):
+    """Raised when the action item behind a link has expired."""
+
+    status = 410
+    code = "LINK_EXPIRED"
+    title = "This link has expired"
+
+
+class LinkRevoked(LinkExpired):
+    """Raised when the provider revoked the action item behind a link."""
+
+    code = "LINK_REVOKED"
+    title = "This link was withdrawn"
+
+
+class LinkUsed(Conflict):
+    """Raised when the action item behind a link is already completed or failed."""
+
+    code = "LINK_USED"
+    title = "This link was already used"
+
+
+class CallbackNoLongerAllowed(Conflict):
+    """Raised when the stored callback URL left the provider's allow-list during the flow."""
+
+    code = "CALLBACK_NO_LONGER_ALLOWED"
+    title = "The return address is no longer approved"
+
+
+class ResultCodeInvalid(NotFound):
+    """Raised when a ``resultCode`` is unknown, expired, already redeemed, or another provider's."""
+
+    code = "RESULT_CODE_INVALID"
+    title = "Result code not found"
+
+
 def all_error_classes() -> list[type[BrokerError]]:
     """Every concrete error class, for the spec-and-code agreement test."""
     seen: list[type[BrokerError]] = []

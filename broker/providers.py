@@ -51,6 +51,7 @@ class Provider:
     name: str
     development: bool
     webhook_url: str | None
+    share_refresh_token: bool
     callback_urls: tuple[str, ...]
     keys: tuple[ApiKeyInfo, ...]
     created_at: datetime
@@ -99,6 +100,7 @@ def create_provider(
     development: bool = False,
     callback_urls: tuple[str, ...] = (),
     webhook_url: str | None = None,
+    share_refresh_token: bool = False,
 ) -> tuple[Provider, IssuedKey]:
     """Create a provider with its first API key."""
     if not _NAME_SHAPE.match(name):
@@ -119,6 +121,7 @@ def create_provider(
                     name=name,
                     development=development,
                     webhook_url=webhook,
+                    share_refresh_token=share_refresh_token,
                     created_at=now,
                 )
             )
@@ -152,6 +155,7 @@ def get_provider(runtime: Runtime, ref: str) -> Provider:
             name=row["name"],
             development=row["development"],
             webhook_url=row["webhook_url"],
+            share_refresh_token=row["share_refresh_token"],
             callback_urls=tuple(urls),
             keys=tuple(
                 ApiKeyInfo(

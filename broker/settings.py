@@ -42,6 +42,23 @@ class Settings:
     max_body_bytes: int
     key_rotation_overlap_seconds: int
     log_level: str
+    login_host: str = "https://login.microsoftonline.com"
+    login_browser_url: str = "https://login.microsoftonline.com"
+    login_transport_url: str | None = None
+    graph_host: str = "https://graph.microsoft.com"
+    app_credentials: str = field(default="", repr=False)
+    state_keys: str = field(default="", repr=False)
+    result_signing_key_file: str = ""
+    microsoft_timeout_seconds: float = 10.0
+    consent_confirm_attempts: int = 4
+    consent_confirm_interval_seconds: float = 1.0
+    flow_ttl_seconds: int = 600
+    result_code_ttl_seconds: int = 300
+
+    @property
+    def redirect_uri(self) -> str:
+        """The one redirect URI registered at Microsoft for every app."""
+        return f"{self.public_base_url}/oauth/callback"
 
     @property
     def database_url_redacted(self) -> str:
@@ -54,7 +71,11 @@ class Settings:
             f"database_url={self.database_url_redacted!r}, data_dir={str(self.data_dir)!r}, "
             f"bind={self.bind!r}, workers={self.workers}, max_body_bytes={self.max_body_bytes}, "
             f"key_rotation_overlap_seconds={self.key_rotation_overlap_seconds}, "
-            f"log_level={self.log_level!r})"
+            f"log_level={self.log_level!r}, login_host={self.login_host!r}, "
+            f"login_browser_url={self.login_browser_url!r}, "
+            f"login_transport_url={self.login_transport_url!r}, graph_host={self.graph_host!r}, "
+            "app_credentials='***', state_keys='***', "
+            f"result_signing_key_file={self.result_signing_key_file!r})"
         )
 
 
@@ -79,7 +100,52 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "Default time an API key stays valid after `provider rotate-key` (0-2592000).",
     ),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR."),
+    "LOGIN_HOST": (
+        "(by mode)",
+        "Microsoft identity platform host (MSAL authority and token issuer). Production: "
+        "`https://login.microsoftonline.com` (national clouds use their own); sandbox: "
+        "`https://login.emulator.test`, the emulator.",
+    ),
+    "LOGIN_BROWSER_URL": (
+        "(by mode)",
+        "Where the admin's browser reaches the login host. Production: LOGIN_HOST; sandbox: "
+        "`http://127.0.0.1:8400`, the emulator's pages.",
+    ),
+    "LOGIN_TRANSPORT_URL": (
+        "(by mode)",
+        "Sandbox only: the broker's HTTPS calls to LOGIN_HOST go to this http URL instead "
+        "(default `http://127.0.0.1:8400`, the emulator). Refused in production.",
+    ),
+    "GRAPH_HOST": ("https://graph.microsoft.com", "Microsoft Graph host (the `/.default` scope)."),
+    "APP_CREDENTIALS": (
+        "(sandbox credentials)",
+        "JSON `{app: {clientId, clientSecret}}` for every `app` of the action catalog, or "
+        "`@/path/file.json`. Required in production.",
+    ),
+    "STATE_KEYS": (
+        "(generated in DATA_DIR)",
+        "State signing keys `kid:base64url-secret,...` (first signs, all verify). Required in "
+        "production.",
+    ),
+    "RESULT_SIGNING_KEY_FILE": (
+        "(generated in DATA_DIR)",
+        "PEM EC P-256 private key signing form_post result JWTs (published at "
+        "`/.well-known/jwks.json`). Required in production.",
+    ),
+    "MICROSOFT_TIMEOUT_SECONDS": ("10", "Timeout of each call to Microsoft (1-60)."),
+    "CONSENT_CONFIRM_ATTEMPTS": (
+        "4",
+        "Tries to see a fresh consent's service principal before reporting `pending` (1-10).",
+    ),
+    "CONSENT_CONFIRM_INTERVAL_SECONDS": ("1", "Pause between those tries (0-10)."),
+    "FLOW_TTL_SECONDS": ("600", "How long the admin may take at Microsoft (60-3600)."),
+    "RESULT_CODE_TTL_SECONDS": ("300", "How long a `resultCode` can be redeemed (30-3600)."),
 }
+
+_UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)")
+MICROSOFT_LOGIN_HOST = "https://login.microsoftonline.com"
+EMULATOR_LOGIN_HOST = "https://login.emulator.test"
+EMULATOR_URL = "http://127.0.0.1:8400"
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -92,11 +158,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     def raw(name: str) -> str:
         value = source.get(PREFIX + name)
-        return DOCUMENTED[name][0] if value is None or value == "" else value
+        if value is None or value == "":
+            default = DOCUMENTED[name][0]
+            return "" if default in _UNSET else default
+        return value
 
-    def parse(name: str, convert: Callable[[str], T], fallback: T) -> T:
+    def parse(name: str, convert: Callable[[str], T], fallback: T, default: str = "") -> T:
+        given = raw(name) or default
+        if not given:
+            return fallback
         try:
-            return convert(raw(name))
+            return convert(given)
         except ValueError as exc:
             problems.append(f"{PREFIX}{name}: {exc}")
             return fallback
@@ -118,6 +190,36 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     max_body_bytes = parse("MAX_BODY_BYTES", _int_between(1024, 10 * 1024 * 1024), 65536)
     overlap = parse("KEY_ROTATION_OVERLAP_SECONDS", _int_between(0, 30 * 86400), 86400)
     log_level = parse("LOG_LEVEL", _choice(LOG_LEVELS), "INFO")
+    # The sandbox never talks to Microsoft: its defaults point at the emulator.
+    sandbox = mode == "sandbox"
+    login_host = parse(
+        "LOGIN_HOST",
+        _https_base_url,
+        MICROSOFT_LOGIN_HOST,
+        EMULATOR_LOGIN_HOST if sandbox else MICROSOFT_LOGIN_HOST,
+    )
+    login_browser_url = parse(
+        "LOGIN_BROWSER_URL", _base_url, login_host, EMULATOR_URL if sandbox else login_host
+    )
+    transport = source.get(PREFIX + "LOGIN_TRANSPORT_URL") or (EMULATOR_URL if sandbox else "")
+    login_transport_url = parse("LOGIN_TRANSPORT_URL", _base_url, None, transport) or None
+    if login_transport_url and not sandbox:
+        problems.append(f"{PREFIX}LOGIN_TRANSPORT_URL: only allowed in sandbox mode")
+    graph_host = parse("GRAPH_HOST", _https_base_url, "https://graph.microsoft.com")
+    secrets_given = {
+        name: raw(name) for name in ("APP_CREDENTIALS", "STATE_KEYS", "RESULT_SIGNING_KEY_FILE")
+    }
+    if mode == "production":
+        problems.extend(
+            f"{PREFIX}{name}: required in production mode"
+            for name, value in secrets_given.items()
+            if not value
+        )
+    timeout = parse("MICROSOFT_TIMEOUT_SECONDS", _float_between(1, 60), 10.0)
+    attempts = parse("CONSENT_CONFIRM_ATTEMPTS", _int_between(1, 10), 4)
+    interval = parse("CONSENT_CONFIRM_INTERVAL_SECONDS", _float_between(0, 10), 1.0)
+    flow_ttl = parse("FLOW_TTL_SECONDS", _int_between(60, 3600), 600)
+    result_ttl = parse("RESULT_CODE_TTL_SECONDS", _int_between(30, 3600), 300)
 
     if problems:
         raise SettingsError(problems)
@@ -131,6 +233,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=max_body_bytes,
         key_rotation_overlap_seconds=overlap,
         log_level=log_level,
+        login_host=login_host,
+        login_browser_url=login_browser_url,
+        login_transport_url=login_transport_url,
+        graph_host=graph_host,
+        app_credentials=secrets_given["APP_CREDENTIALS"],
+        state_keys=secrets_given["STATE_KEYS"],
+        result_signing_key_file=secrets_given["RESULT_SIGNING_KEY_FILE"],
+        microsoft_timeout_seconds=timeout,
+        consent_confirm_attempts=attempts,
+        consent_confirm_interval_seconds=interval,
+        flow_ttl_seconds=flow_ttl,
+        result_code_ttl_seconds=result_ttl,
     )
 
 
@@ -164,6 +278,26 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
         return number
 
     return convert
+
+
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    def convert(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+        if not low <= number <= high:
+            raise ValueError(f"{number} is not between {low} and {high}")
+        return number
+
+    return convert
+
+
+def _https_base_url(value: str) -> str:
+    url = _base_url(value)
+    if not url.startswith("https://"):
+        raise ValueError(f"{value!r} must be https (MSAL accepts only https authorities)")
+    return url
 
 
 def _base_url(value: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from contracts.conftest import build_contract_app
 
@@ -39,4 +40,13 @@ class ProviderApiKey:
     ],
 )
 def test_every_operation_honours_the_spec(case: Any) -> None:
-    case.call_and_validate()
+    excluded = []
+    if case.operation.path.startswith("/oauth/"):
+        # Any string is a schema-valid `state`, but only one the broker signed is
+        # accepted: a forged state is refused with 400 STATE_INVALID by design.
+        excluded.append(positive_data_acceptance)
+    response = case.call()
+    if response.status_code == 413:
+        # A body over CTT_MAX_BODY_BYTES is refused before validation: that is a rejection too.
+        excluded.append(negative_data_rejection)
+    case.validate_response(response, excluded_checks=excluded)

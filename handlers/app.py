@@ -39,7 +39,17 @@ class SnakeCaseResolver(Resolver):  # type: ignore[misc]
 
 
 class NamedParameterValidator(ParameterValidator):  # type: ignore[misc]
-    """Connexion's parameter validator, but every message names the parameter."""
+    """Connexion's parameter validator, but every message names the parameter.
+
+    An operation whose parameters carry ``x-ctt-accept-extra-query: true`` (the
+    Microsoft callback) accepts query parameters the spec does not list: Microsoft
+    adds fields over time, and refusing them would strand the admin.
+    """
+
+    def __init__(self, parameters: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(parameters, *args, **kwargs)
+        if any(p.get("x-ctt-accept-extra-query") for p in parameters):
+            self.strict_validation = False
 
     @staticmethod
     def validate_parameter(

@@ -15,8 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import errors
 from broker.runtime import Runtime
+from handlers import pages
 from handlers.context import SCOPE_KEY
-from handlers.problems import MEDIA_TYPE, problem_document, problem_headers
+from handlers.problems import BROWSER_PATHS, MEDIA_TYPE, problem_document, problem_headers
 
 
 class RuntimeMiddleware:
@@ -51,7 +52,7 @@ class BodyGuardMiddleware:
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
         declared = headers.get("content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _send_problem(send, self._too_large())
+            await _send_problem(send, self._too_large(), scope["path"])
             return
         chunks: list[bytes] = []
         size = 0
@@ -62,7 +63,7 @@ class BodyGuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _send_problem(send, self._too_large())
+                await _send_problem(send, self._too_large(), scope["path"])
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -72,7 +73,7 @@ class BodyGuardMiddleware:
         if body and _is_json(content_type):
             problem = _json_problem(body)
             if problem is not None:
-                await _send_problem(send, problem)
+                await _send_problem(send, problem, scope["path"])
                 return
 
         replayed = False
@@ -145,12 +146,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def _send_problem(send: Send, error: errors.BrokerError) -> None:
-    body = json.dumps(problem_document(error)).encode()
+async def _send_problem(send: Send, error: errors.BrokerError, path: str) -> None:
+    if path.startswith(BROWSER_PATHS):
+        body = pages.error_page(error).encode()
+        extra = pages.page_headers()
+    else:
+        body = json.dumps(problem_document(error)).encode()
+        extra = {"Content-Type": MEDIA_TYPE, **problem_headers(error)}
     headers: list[Any] = [
-        (b"content-type", MEDIA_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
-        *[(k.lower().encode(), v.encode()) for k, v in problem_headers(error).items()],
+        *[(k.lower().encode(), v.encode()) for k, v in extra.items()],
     ]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -19,10 +19,12 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
 from broker import errors
+from handlers import pages
 
 log = logging.getLogger("ctt_broker.problems")
 
 PROBLEM_TYPE = "urn:ctt-broker:problem:"
+BROWSER_PATHS = ("/actions/", "/oauth/")
 MEDIA_TYPE = "application/problem+json"
 
 # Connexion reports which field failed as "... - 'field.path'"; a few fields
@@ -137,7 +139,17 @@ def make_handler(methods: MethodTable) -> Any:
         error, field = translate(exc)
         if error.status >= 500:
             log.error("request failed: %s", type(exc).__name__, exc_info=exc)
-        response = render(error, field)
+        if request.url.path.startswith(BROWSER_PATHS):
+            # The admin's browser gets a readable page, never JSON and never a redirect.
+            response = ConnexionResponse(
+                status_code=error.status,
+                mimetype="text/html",
+                content_type="text/html",
+                body=pages.error_page(error),
+                headers=pages.page_headers(),
+            )
+        else:
+            response = render(error, field)
         if error.status == 405:
             allowed = methods.allowed(request.url.path)
             if allowed:

@@ -116,6 +116,9 @@ def test_sandbox_provider_is_refused_in_production(tmp_path: Path) -> None:
         "CTT_DATA_DIR": str(tmp_path),
         "CTT_MODE": "production",
         "CTT_PUBLIC_BASE_URL": "https://broker.example",
+        "CTT_APP_CREDENTIALS": "{}",
+        "CTT_STATE_KEYS": "k1:" + "A" * 43,
+        "CTT_RESULT_SIGNING_KEY_FILE": "/nonexistent.pem",
     }
     run(["db", "upgrade"], env)
     code, _, err = run(["sandbox-provider"], env)

@@ -38,11 +38,51 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(caught.value.problems) == 7
 
 
+SECRETS = {
+    "CTT_APP_CREDENTIALS": "{}",
+    "CTT_STATE_KEYS": "k1:" + "A" * 43,
+    "CTT_RESULT_SIGNING_KEY_FILE": "/etc/ctt/result.pem",
+}
+
+
+def test_production_requires_its_secrets_and_talks_to_microsoft() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "https://broker.example"})
+    assert len(caught.value.problems) == 3
+    settings = load_settings(
+        {"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "https://broker.example", **SECRETS}
+    )
+    assert settings.login_host == "https://login.microsoftonline.com"
+    assert settings.login_transport_url is None
+    assert "A" * 43 not in repr(settings)
+
+
+def test_sandbox_never_points_at_microsoft() -> None:
+    settings = load_settings({})
+    assert settings.login_host == "https://login.emulator.test"
+    assert settings.login_transport_url == "http://127.0.0.1:8400"
+    assert settings.redirect_uri == "http://127.0.0.1:8080/oauth/callback"
+
+
+def test_production_refuses_a_login_transport_override() -> None:
+    with pytest.raises(SettingsError, match="only allowed in sandbox"):
+        load_settings(
+            {
+                "CTT_MODE": "production",
+                "CTT_PUBLIC_BASE_URL": "https://broker.example",
+                "CTT_LOGIN_TRANSPORT_URL": "http://127.0.0.1:8400",
+                **SECRETS,
+            }
+        )
+
+
 def test_production_requires_an_https_public_url() -> None:
     with pytest.raises(SettingsError, match="https in production"):
-        load_settings({"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "http://broker.example"})
+        load_settings(
+            {"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "http://broker.example", **SECRETS}
+        )
     settings = load_settings(
-        {"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "https://broker.example/"}
+        {"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "https://broker.example/", **SECRETS}
     )
     assert settings.public_base_url == "https://broker.example"
 

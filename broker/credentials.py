@@ -1,0 +1,192 @@
+"""Secrets the broker holds: Microsoft app credentials and its own signing keys.
+
+Production takes every one from settings (validated at start-up). The sandbox
+uses fixed credentials shared with the emulator and generates its signing keys
+once into the data folder (mode 0600), so several workers agree on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from broker.catalog import Catalog
+from broker.settings import Settings
+from broker.state import StateKeyring
+
+RandomBytes = Callable[[int], bytes]
+_SANDBOX_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-4c5d-9e6f-7a8b9c0d1e2f")
+
+
+@dataclass(frozen=True)
+class AppCredential:
+    """One Microsoft app registration the broker acts as."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Everything secret, loaded once per process."""
+
+    apps: Mapping[str, AppCredential]
+    state_keyring: StateKeyring
+    result_key: ec.EllipticCurvePrivateKey = field(repr=False)
+
+    def app(self, name: str) -> AppCredential:
+        """Credentials of the catalog's ``app`` ``name``."""
+        return self.apps[name]
+
+    @property
+    def result_kid(self) -> str:
+        """Key id of the result signing key: a thumbprint of its public half."""
+        return _thumbprint(self.result_key.public_key())
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWKS a provider uses to verify form_post result JWTs."""
+        numbers = self.result_key.public_key().public_numbers()
+        return {
+            "keys": [
+                {
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "use": "sig",
+                    "alg": "ES256",
+                    "kid": self.result_kid,
+                    "x": _b64(numbers.x.to_bytes(32, "big")),
+                    "y": _b64(numbers.y.to_bytes(32, "big")),
+                }
+            ]
+        }
+
+
+def sandbox_app_credentials(catalog: Catalog) -> dict[str, AppCredential]:
+    """Deterministic credentials per catalog app; the sandbox emulator registers the same."""
+    return {
+        app: AppCredential(
+            client_id=str(uuid.uuid5(_SANDBOX_NAMESPACE, app)),
+            client_secret=f"sandbox-{app}-secret",
+        )
+        for app in dict.fromkeys(spec.app for spec in catalog.actions)
+    }
+
+
+def load_credentials(
+    settings: Settings, catalog: Catalog, random_bytes: RandomBytes
+) -> Credentials:
+    """Build :class:`Credentials`; raise ``ValueError`` naming every problem."""
+    problems: list[str] = []
+    apps = _app_credentials(settings, catalog, problems)
+    keyring = _state_keyring(settings, random_bytes, problems)
+    result_key = _result_key(settings, problems)
+    if problems:
+        raise ValueError("; ".join(problems))
+    assert keyring is not None and result_key is not None
+    return Credentials(apps=apps, state_keyring=keyring, result_key=result_key)
+
+
+def _app_credentials(
+    settings: Settings, catalog: Catalog, problems: list[str]
+) -> dict[str, AppCredential]:
+    text = settings.app_credentials
+    if not text:
+        return sandbox_app_credentials(catalog)
+    try:
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text("utf-8")
+        document = json.loads(text)
+    except (OSError, ValueError) as exc:
+        problems.append(f"CTT_APP_CREDENTIALS: cannot be read as JSON ({type(exc).__name__})")
+        return {}
+    apps: dict[str, AppCredential] = {}
+    for app in dict.fromkeys(spec.app for spec in catalog.actions):
+        entry = document.get(app) if isinstance(document, dict) else None
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry.get(k) for k in ("clientId", "clientSecret")
+        ):
+            problems.append(f"CTT_APP_CREDENTIALS: {app!r} needs clientId and clientSecret")
+            continue
+        apps[app] = AppCredential(entry["clientId"], entry["clientSecret"])
+    return apps
+
+
+def _state_keyring(
+    settings: Settings, random_bytes: RandomBytes, problems: list[str]
+) -> StateKeyring | None:
+    try:
+        if settings.state_keys:
+            return StateKeyring.from_setting(settings.state_keys)
+        path = settings.data_dir / "state-keys"
+        if not path.exists():
+            _write_private(path, StateKeyring.generate(random_bytes).to_setting())
+        return StateKeyring.from_setting(path.read_text("utf-8").strip())
+    except (OSError, ValueError) as exc:
+        problems.append(f"CTT_STATE_KEYS: {exc}")
+        return None
+
+
+def _result_key(settings: Settings, problems: list[str]) -> ec.EllipticCurvePrivateKey | None:
+    path = Path(settings.result_signing_key_file or settings.data_dir / "result-signing-key.pem")
+    try:
+        if not settings.result_signing_key_file and not path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            _write_private(path, pem.decode("ascii"))
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        problems.append(f"CTT_RESULT_SIGNING_KEY_FILE: {type(exc).__name__}: cannot load {path}")
+        return None
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
+        problems.append("CTT_RESULT_SIGNING_KEY_FILE: must be an EC P-256 private key")
+        return None
+    return loaded
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside, then hard-linked into place: two workers starting together end
+    # up reading the same complete file, whichever wins the link.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _thumbprint(public_key: ec.EllipticCurvePublicKey) -> str:
+    numbers = public_key.public_numbers()
+    canonical = json.dumps(
+        {
+            "crv": "P-256",
+            "kty": "EC",
+            "x": _b64(numbers.x.to_bytes(32, "big")),
+            "y": _b64(numbers.y.to_bytes(32, "big")),
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    return _b64(hashlib.sha256(canonical.encode()).digest())

@@ -1,0 +1,288 @@
+"""Everything that talks to the Microsoft identity platform.
+
+One private factory (:meth:`Microsoft._application`) builds every MSAL
+application object, always with the broker's own HTTP client: ``trust_env``
+off (proxies and CA bundles come from settings, never from stray environment
+variables), a timeout on every call, and in the sandbox a transport that sends
+the login host's traffic to the emulator. The production path differs only by
+settings: the login host, the browser URL and the Graph host.
+
+Protocol legs are named for what they do: :meth:`Microsoft.build_consent_url`
+and :meth:`Microsoft.confirm_consent` for admin consent,
+:meth:`Microsoft.start_sign_in` and :meth:`Microsoft.complete_sign_in` for the
+authorization code flow (PKCE, nonce) that MSAL runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import jwt
+import msal
+
+from broker import errors
+from broker.catalog import ActionSpec
+from broker.credentials import Credentials
+from broker.id_tokens import IdTokenClaims, JwksCache, validate_id_token
+from broker.settings import Settings
+
+_AADSTS = re.compile(r"AADSTS(\d+)")
+# Entra error codes that have a code of our own; anything else is MICROSOFT_ERROR.
+_AADSTS_ERRORS: dict[str, type[errors.BrokerError]] = {
+    "65004": errors.ConsentDeclined,  # user declined to consent
+    "90094": errors.NotGlobalAdmin,  # admin consent needs an administrator
+    "90008": errors.NotGlobalAdmin,
+    "70008": errors.InvalidGrant,  # code expired
+    "54005": errors.InvalidGrant,  # code already redeemed
+    "501481": errors.InvalidGrant,  # PKCE verifier mismatch
+    "9002313": errors.InvalidGrant,
+}
+_OAUTH_ERRORS: dict[str, type[errors.BrokerError]] = {
+    "access_denied": errors.ConsentDeclined,
+    "consent_required": errors.ConsentDeclined,
+    "interaction_required": errors.ConsentDeclined,
+    "invalid_grant": errors.InvalidGrant,
+    "temporarily_unavailable": errors.MicrosoftUnavailable,
+    "server_error": errors.MicrosoftUnavailable,
+}
+# Before a fresh consent's service principal exists, client credentials fail with these.
+_NOT_YET_VISIBLE = {"7000229", "700016", "500011", "7000112"}
+
+
+def microsoft_error(error: str | None, description: str | None) -> errors.BrokerError:
+    """Our error for an OAuth ``error`` and its ``error_description`` from Microsoft.
+
+    The description is Microsoft's text: kept to its AADSTS code, never echoed whole.
+    """
+    match = _AADSTS.search(description or "")
+    aadsts = match.group(1) if match else None
+    if aadsts in _AADSTS_ERRORS:
+        error_class = _AADSTS_ERRORS[aadsts]
+    else:
+        error_class = _OAUTH_ERRORS.get(error or "", errors.MicrosoftError)
+    where = f" (AADSTS{aadsts})" if aadsts else ""
+    safe_error = re.sub(r"[^a-z_]", "", (error or "unknown")[:64])
+    return error_class(f"Microsoft answered {safe_error}{where}", aadsts=aadsts)
+
+
+class LoginHostTransport(httpx.BaseTransport):
+    """Sandbox only: send requests for the (https) login host to the emulator's http URL."""
+
+    def __init__(self, login_host: str, target: str, inner: httpx.BaseTransport) -> None:
+        self._login = urlsplit(login_host)
+        self._target = urlsplit(target)
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme == self._login.scheme and url.host == self._login.hostname:
+            request.url = url.copy_with(
+                scheme=self._target.scheme, host=self._target.hostname, port=self._target.port
+            )
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def make_http_client(settings: Settings) -> httpx.Client:
+    """The HTTP client for every call to Microsoft."""
+    inner: httpx.BaseTransport = httpx.HTTPTransport(retries=1)
+    if settings.login_transport_url:
+        inner = LoginHostTransport(settings.login_host, settings.login_transport_url, inner)
+    return httpx.Client(
+        transport=inner,
+        trust_env=False,
+        timeout=settings.microsoft_timeout_seconds,
+        follow_redirects=False,
+    )
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A completed sign-in: MSAL's result and the ID token claims we verified."""
+
+    result: Mapping[str, Any]
+    claims: IdTokenClaims
+
+
+@dataclass(frozen=True)
+class ConsentCheck:
+    """What an app-only token says about a consent in a tenant."""
+
+    visible: bool
+    tenant_id: str | None
+    roles: tuple[str, ...]
+
+
+class Microsoft:
+    """The broker's side of the Microsoft identity platform."""
+
+    PERSONAL_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
+
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials,
+        http_client: httpx.Client,
+        clock: Callable[[], datetime],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._http = http_client
+        self._clock = clock
+        self._sleep = sleep
+        self.jwks = JwksCache(
+            http_client, clock=clock, timeout_seconds=settings.microsoft_timeout_seconds
+        )
+
+    # -- admin consent ---------------------------------------------------------
+
+    def build_consent_url(self, spec: ActionSpec, tenant: str, state: str) -> str:
+        """The admin consent URL of ``spec``'s app for ``tenant``, carrying ``state``."""
+        query = urlencode(
+            {
+                "client_id": self._credentials.app(spec.app).client_id,
+                "redirect_uri": self._settings.redirect_uri,
+                "state": state,
+                "scope": f"{self._settings.graph_host}/.default",
+            }
+        )
+        return f"{self._settings.login_browser_url}/{tenant}/v2.0/adminconsent?{query}"
+
+    def confirm_consent(self, spec: ActionSpec, tenant: str) -> ConsentCheck:
+        """Ask for an app-only token in ``tenant``; retry while the grant propagates.
+
+        The token comes straight from the token endpoint over TLS, so its claims
+        are read without a signature check (OIDC core 3.1.3.7 applies the same
+        reasoning to ID tokens). A fresh MSAL object per try: MSAL remembers a
+        400 answer for a minute, which would hide a grant that just appeared.
+        """
+        attempts = self._settings.consent_confirm_attempts
+        for attempt in range(attempts):
+            check = self._client_credentials(spec, tenant)
+            if check.visible:
+                return check
+            if attempt + 1 < attempts:
+                self._sleep(self._settings.consent_confirm_interval_seconds)
+        return ConsentCheck(visible=False, tenant_id=None, roles=())
+
+    def _client_credentials(self, spec: ActionSpec, tenant: str) -> ConsentCheck:
+        result = self._call(
+            lambda: self._application(spec.app, tenant).acquire_token_for_client(
+                scopes=[f"{self._settings.graph_host}/.default"]
+            )
+        )
+        if "access_token" not in result:
+            error = microsoft_error(result.get("error"), result.get("error_description"))
+            if error.extra.get("aadsts") in _NOT_YET_VISIBLE or result.get("error") in (
+                "invalid_client",
+                "unauthorized_client",
+            ):
+                return ConsentCheck(visible=False, tenant_id=None, roles=())
+            raise error
+        try:
+            claims = jwt.decode(result["access_token"], options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise errors.ConsentNotConfirmed("the app-only token could not be read") from None
+        roles = claims.get("roles")
+        return ConsentCheck(
+            visible=True,
+            tenant_id=claims.get("tid") if isinstance(claims.get("tid"), str) else None,
+            roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
+        )
+
+    # -- sign-in ---------------------------------------------------------------
+
+    def start_sign_in(
+        self, spec: ActionSpec, tenant: str, state: str, login_hint: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Begin the authorization code flow; returns the URL and MSAL's secret flow dict."""
+        flow = self._call(
+            lambda: self._application(spec.app, tenant).initiate_auth_code_flow(
+                scopes=list(spec.scopes),
+                redirect_uri=self._settings.redirect_uri,
+                state=state,
+                prompt="select_account",
+                login_hint=login_hint,
+            )
+        )
+        if "auth_uri" not in flow:
+            raise microsoft_error(flow.get("error"), flow.get("error_description"))
+        return str(flow["auth_uri"]), dict(flow)
+
+    def complete_sign_in(
+        self, spec: ActionSpec, tenant: str, flow: Mapping[str, Any], response: Mapping[str, str]
+    ) -> SignIn:
+        """Redeem the code with MSAL, then validate the ID token ourselves (MSAL does not)."""
+        application = self._call(lambda: self._application(spec.app, tenant))
+        try:
+            result = self._call(
+                lambda: application.acquire_token_by_auth_code_flow(dict(flow), dict(response))
+            )
+        except ValueError:
+            # MSAL refuses a response whose state differs from the flow's.
+            raise errors.StateInvalid("the response does not belong to this sign-in") from None
+        except RuntimeError:
+            # MSAL's own nonce comparison failed.
+            raise errors.IdTokenInvalid("the ID token nonce does not match") from None
+        if "error" in result or "id_token" not in result:
+            raise microsoft_error(result.get("error"), result.get("error_description"))
+        # MSAL sends sha256(nonce) to Microsoft and keeps the nonce in the flow.
+        expected_nonce = hashlib.sha256(str(flow.get("nonce", "")).encode()).hexdigest()
+        unverified = result.get("id_token_claims") or {}
+        tid = unverified.get("tid") if isinstance(unverified, Mapping) else None
+        if tid == self.PERSONAL_TENANT:
+            raise errors.PersonalAccountNotAllowed("a personal Microsoft account signed in")
+        claims = validate_id_token(
+            str(result["id_token"]),
+            jwks=self.jwks,
+            jwks_uri=f"{self._settings.login_host}/{tid if isinstance(tid, str) else 'common'}"
+            "/discovery/v2.0/keys",
+            client_id=self._credentials.app(spec.app).client_id,
+            authority_host=self._settings.login_host,
+            expected_nonce=expected_nonce,
+            now=self._clock(),
+        )
+        return SignIn(result=result, claims=claims)
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _application(self, app: str, tenant: str) -> msal.ConfidentialClientApplication:
+        credential = self._credentials.app(app)
+        return msal.ConfidentialClientApplication(
+            credential.client_id,
+            client_credential=credential.client_secret,
+            authority=f"{self._settings.login_host}/{tenant}",
+            http_client=self._http,
+            # The login host is a setting (national clouds, the emulator): no discovery
+            # round trip to the public cloud, and no authority allow-list.
+            instance_discovery=False,
+            validate_authority=False,
+            timeout=self._settings.microsoft_timeout_seconds,
+        )
+
+    @staticmethod
+    def _call(action: Callable[[], Any]) -> Any:
+        """Run one MSAL step, turning transport failures into our errors."""
+        try:
+            return action()
+        except httpx.TimeoutException:
+            raise errors.MicrosoftTimeout("Microsoft did not answer in time") from None
+        except (httpx.TransportError, msal.exceptions.MsalServiceError) as exc:
+            raise errors.MicrosoftUnavailable(
+                f"Microsoft is unavailable ({type(exc).__name__})"
+            ) from None
+        except httpx.HTTPStatusError as exc:
+            raise errors.MicrosoftUnavailable(
+                f"Microsoft answered HTTP {exc.response.status_code}"
+            ) from None

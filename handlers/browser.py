@@ -1,0 +1,52 @@
+"""The admin's browser: the link, and Microsoft's return to us."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from connexion import request
+
+from broker import flows
+from handlers import pages
+from handlers.context import current_runtime
+
+Reply = tuple[str, int, dict[str, str]]
+
+
+def launch_action(handle: str) -> Reply:
+    """``launchAction``: start a flow and send the admin to Microsoft."""
+    started = flows.launch(current_runtime(), handle)
+    secure = "; Secure" if started.cookie_secure else ""
+    headers = {
+        **pages.redirect_headers(started.location),
+        "Set-Cookie": (
+            f"{started.cookie_name}={started.cookie_value}; Max-Age={started.cookie_max_age}; "
+            f"Path=/oauth/callback; HttpOnly; SameSite=Lax{secure}"
+        ),
+    }
+    return "", 302, headers
+
+
+def complete_callback() -> Reply:
+    """``completeCallback``: Microsoft's redirect back, checked and turned into an outcome."""
+    params = {key: value for key, value in request.query_params.items()}
+    done = flows.complete(current_runtime(), params, dict(request.cookies))
+    expire = f"{done.cookie_name}=; Max-Age=0; Path=/oauth/callback; HttpOnly; SameSite=Lax"
+    if done.delivery.mode == "form_post":
+        body, headers = pages.form_post_page(done.delivery.location, done.delivery.form_fields)
+        return body, 200, {**headers, "Set-Cookie": expire}
+    return (
+        "",
+        303,
+        {**pages.page_headers(), "Location": done.delivery.location, "Set-Cookie": expire},
+    )
+
+
+async def resume_form_post(body: dict[str, Any]) -> Reply:
+    """``resumeFormPost``: a form_post is a cross-site POST without our Lax cookie.
+
+    Answer with a 303 to our own GET step, where the browser sends the cookie.
+    """
+    fields = {k: str(v) for k, v in (body or {}).items() if isinstance(v, str | int)}
+    return "", 303, pages.redirect_headers("/oauth/callback?" + urlencode(fields))

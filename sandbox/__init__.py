@@ -1,0 +1,1 @@
+"""The sandbox: the broker, the Microsoft emulator and a demo provider portal on one laptop."""

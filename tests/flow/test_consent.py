@@ -1,0 +1,126 @@
+"""Every consent action type end to end, confirmed with an app-only token."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.credentials import sandbox_app_credentials
+from emulator.seed import CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID
+from tests.flow.conftest import CONTOSO_ADMIN, CONTOSO_USER, World, returned
+
+CONSENTS = [
+    ("GET_USER_SYNC_CONSENT", "UserSync"),
+    ("GET_PRESENCE_CONSENT", "Presence"),
+    ("GET_CALL_APP_CONSENT", "CallApp"),
+    ("GET_CONTACTS_CONSENT", "Contacts"),
+    ("GET_CDR_CONSENT", "CDR"),
+    ("GET_CALL_RECORDING_CONSENT", "CallRecording"),
+    ("GET_SERVICE_PROVIDER_CONSENT", "ServiceProviderManagement"),
+]
+
+
+def consent_status(world: World, consent_type: str) -> dict[str, object]:
+    body = world.broker.get(f"/enterprises/{world.enterprise_id}", headers=world.headers).json()
+    return dict(next(c for c in body["consents"] if c["consentType"] == consent_type))
+
+
+@pytest.mark.parametrize(("action_type", "consent_type"), CONSENTS)
+def test_consent_is_granted_and_confirmed(
+    world: World, action_type: str, consent_type: str
+) -> None:
+    world.register()
+    launched = world.click(world.link(action_type)["url"])
+    assert launched.status_code == 302
+    location = launched.headers["location"]
+    assert location.startswith(
+        f"https://login.emulator.test/{CONTOSO_TENANT_ID}/v2.0/adminconsent?"
+    )
+    assert "scope=https%3A%2F%2Fgraph.microsoft.com%2F.default" in location
+    query = returned(world.callback(world.at_microsoft(location, CONTOSO_ADMIN)))
+    assert query["status"] == "completed"
+    result = world.redeem(query["resultCode"]).json()
+    assert result["consent"]["status"] == "granted"
+    assert set(result["consent"]["requiredRoles"]) <= set(result["consent"]["roles"])
+    status = consent_status(world, consent_type)
+    assert status["status"] == "granted" and status["grantedAt"]
+
+
+def test_declined_consent_reports_declined_even_though_admin_consent_is_true(world: World) -> None:
+    """Entra's cancel redirect says admin_consent=True too; the error must win."""
+    world.register()
+    launched = world.click(world.link("GET_PRESENCE_CONSENT")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN, decision="cancel")
+    assert params["admin_consent"] == "True" and params["error"] == "access_denied"
+    query = returned(world.callback(params))
+    assert (query["status"], query["errorCode"]) == ("failed", "CONSENT_DECLINED")
+    assert consent_status(world, "Presence")["status"] == "failed"
+    assert consent_status(world, "Presence")["errorCode"] == "CONSENT_DECLINED"
+
+
+def test_error_wins_even_when_the_grant_exists(world: World) -> None:
+    """A forged error-free looking redirect cannot turn a cancel into success, nor vice versa."""
+    world.register()
+    app = sandbox_app_credentials(world.runtime.catalog)["presence"]
+    world.emulator.grant_admin_consent(CONTOSO_TENANT_ID, app.client_id)
+    launched = world.click(world.link("GET_PRESENCE_CONSENT")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN, decision="cancel")
+    query = returned(world.callback(params))
+    assert query["errorCode"] == "CONSENT_DECLINED"
+
+
+def test_consent_by_a_non_admin_fails_with_its_code(world: World) -> None:
+    world.register()
+    launched = world.click(world.link("GET_PRESENCE_CONSENT")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_USER)
+    query = returned(world.callback(params))
+    assert (query["status"], query["errorCode"]) == ("failed", "NOT_GLOBAL_ADMIN")
+
+
+def test_forged_tenant_parameter_is_never_trusted(world: World) -> None:
+    """An attacker who consented in their own tenant cannot claim the victim's consent."""
+    world.register()
+    app = sandbox_app_credentials(world.runtime.catalog)["presence"]
+    world.emulator.grant_admin_consent(FABRIKAM_TENANT_ID, app.client_id)
+    launched = world.click(world.link("GET_PRESENCE_CONSENT")["url"])
+    state = dict(p.split("=", 1) for p in launched.headers["location"].split("?", 1)[1].split("&"))[
+        "state"
+    ]
+    from urllib.parse import unquote
+
+    forged = {"admin_consent": "True", "tenant": FABRIKAM_TENANT_ID, "state": unquote(state)}
+    query = returned(world.callback(forged))
+    assert query["status"] == "pending"  # Contoso never consented: not confirmed
+    assert consent_status(world, "Presence")["status"] == "pending"
+
+
+def test_consent_not_yet_visible_is_reported_pending_after_brief_retries(world: World) -> None:
+    world.register()
+    world.emulator.set_consent_propagation_delay(3600)
+    launched = world.click(world.link("GET_CDR_CONSENT")["url"])
+    query = returned(
+        world.callback(world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN))
+    )
+    assert query["status"] == "pending" and "errorCode" not in query
+    assert world.sleeps == [1.0]  # two attempts, one pause between
+    assert world.redeem(query["resultCode"]).json()["consent"]["status"] == "pending"
+    item = world.broker.get(f"/actionItems/{query['actionItemId']}", headers=world.headers).json()
+    assert item["status"] == "pending"
+
+
+def test_consent_visible_after_a_short_delay_is_confirmed(world: World) -> None:
+    world.register()
+    world.emulator.set_consent_propagation_delay(0.5)
+    launched = world.click(world.link("GET_CDR_CONSENT")["url"])
+    query = returned(
+        world.callback(world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN))
+    )
+    assert query["status"] == "completed"
+
+
+def test_microsoft_down_during_confirmation_reaches_the_provider(world: World) -> None:
+    world.register()
+    launched = world.click(world.link("GET_CONTACTS_CONSENT")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)
+    world.emulator.fail_next_token_requests(10, status=500)
+    query = returned(world.callback(params))
+    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_UNAVAILABLE")

@@ -1,0 +1,111 @@
+"""REGISTRATION and LOGIN_ENTERPRISE_ADMIN end to end through the emulator."""
+
+from __future__ import annotations
+
+from emulator.seed import CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID
+from tests.flow.conftest import (
+    CONTOSO_ADMIN,
+    CONTOSO_DECLINER,
+    CONTOSO_USER,
+    FABRIKAM_ADMIN,
+    World,
+    returned,
+)
+
+
+def test_registration_binds_the_enterprise_and_returns_an_msal_result(world: World) -> None:
+    response = world.run("REGISTRATION", CONTOSO_ADMIN)
+    query = returned(response)
+    assert query["status"] == "completed"
+    assert query["actionType"] == "REGISTRATION"
+    assert query["state"] == "portal-state-42"
+    assert "errorCode" not in query
+    assert query["resultCode"].startswith("ctt_rc_")
+    assert "access_token" not in response.headers["location"]
+    result = world.redeem(query["resultCode"]).json()
+    assert result["status"] == "completed"
+    assert result["tenantId"] == CONTOSO_TENANT_ID
+    auth = result["authenticationResult"]
+    assert auth["accessToken"] and auth["idToken"]
+    assert auth["idTokenClaims"]["tid"] == CONTOSO_TENANT_ID
+    assert auth["account"]["username"] == CONTOSO_ADMIN
+    assert auth["account"]["homeAccountId"].endswith("." + CONTOSO_TENANT_ID)
+    assert "refreshToken" not in auth
+    enterprise = world.broker.get(
+        f"/enterprises/{world.enterprise_id}", headers=world.headers
+    ).json()
+    assert enterprise["registration"]["status"] == "registered"
+    assert enterprise["registration"]["tenantId"] == CONTOSO_TENANT_ID
+    item = world.broker.get(f"/actionItems/{query['actionItemId']}", headers=world.headers).json()
+    assert item["status"] == "completed" and item["finishedAt"]
+
+
+def test_registration_by_a_non_admin_fails_with_its_code(world: World) -> None:
+    query = returned(world.run("REGISTRATION", CONTOSO_USER))
+    assert (query["status"], query["errorCode"]) == ("failed", "NOT_GLOBAL_ADMIN")
+    enterprise = world.broker.get(
+        f"/enterprises/{world.enterprise_id}", headers=world.headers
+    ).json()
+    assert enterprise["registration"]["status"] == "notRegistered"
+    result = world.redeem(query["resultCode"]).json()
+    assert result["errorCode"] == "NOT_GLOBAL_ADMIN" and "authenticationResult" not in result
+
+
+def test_declined_sign_in_reaches_the_provider(world: World) -> None:
+    query = returned(world.run("REGISTRATION", CONTOSO_DECLINER))
+    assert (query["status"], query["errorCode"]) == ("failed", "CONSENT_DECLINED")
+
+
+def test_tenant_already_bound_to_another_enterprise_is_refused(world: World) -> None:
+    from broker.enterprises import create_enterprise, record_registration
+
+    other = create_enterprise(world.runtime, world.provider_id, name="Old", external_id="old")
+    record_registration(world.runtime, world.provider_id, other.enterprise_id, CONTOSO_TENANT_ID)
+    query = returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    assert (query["status"], query["errorCode"]) == ("failed", "TENANT_ALREADY_REGISTERED")
+
+
+def test_login_returns_fresh_admin_tokens_usable_for_the_teams_catalog(world: World) -> None:
+    world.register()
+    query = returned(world.run("LOGIN_ENTERPRISE_ADMIN", CONTOSO_ADMIN))
+    assert query["status"] == "completed"
+    auth = world.redeem(query["resultCode"]).json()["authenticationResult"]
+    assert "AppCatalog.ReadWrite.All" in " ".join(auth["scopes"])
+
+
+def test_login_from_another_tenant_fails_with_its_code(world: World) -> None:
+    """A Fabrikam admin must not obtain tokens on behalf of Contoso's enterprise."""
+    world.register()
+    query = returned(world.run("LOGIN_ENTERPRISE_ADMIN", FABRIKAM_ADMIN))
+    assert (query["status"], query["errorCode"]) == ("failed", "LOGIN_WRONG_TENANT")
+    assert world.redeem(query["resultCode"]).json()["tenantId"] == CONTOSO_TENANT_ID
+
+
+def test_login_by_a_non_admin_fails_with_its_code(world: World) -> None:
+    world.register()
+    query = returned(world.run("LOGIN_ENTERPRISE_ADMIN", CONTOSO_USER))
+    assert (query["status"], query["errorCode"]) == ("failed", "NOT_GLOBAL_ADMIN")
+
+
+def test_refresh_token_is_shared_only_when_the_provider_allows_it(world: World) -> None:
+    from sqlalchemy import update
+
+    from broker.db import providers as providers_table
+
+    with world.runtime.engine.begin() as connection:
+        connection.execute(update(providers_table).values(share_refresh_token=True))
+    query = returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    assert world.redeem(query["resultCode"]).json()["authenticationResult"]["refreshToken"]
+
+
+def test_microsoft_down_at_code_redemption_reaches_the_provider(world: World) -> None:
+    launched = world.click(world.link("REGISTRATION")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)
+    world.emulator.fail_next_token_requests(5, status=503)
+    query = returned(world.callback(params))
+    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_UNAVAILABLE")
+
+
+def test_fabrikam_can_register_its_own_enterprise(world: World) -> None:
+    query = returned(world.run("REGISTRATION", FABRIKAM_ADMIN))
+    assert world.redeem(query["resultCode"]).json()["tenantId"] == FABRIKAM_TENANT_ID
