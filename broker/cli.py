@@ -9,6 +9,7 @@
     ctt-broker provider add-callback PROVIDER URL
     ctt-broker provider remove-callback PROVIDER URL
     ctt-broker sandbox-provider
+    ctt-broker worker [--once] [--interval SECONDS]
 
 PROVIDER is a provider id (``prv_...``) or name. Exit codes: 0 done, 1 refused
 (the message carries the error code), 2 bad arguments, 3 invalid settings,
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
@@ -77,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub = provider.add_parser(name, help=f"{verb} a callback URL")
         sub.add_argument("provider")
         sub.add_argument("url")
+    worker = commands.add_parser(
+        "worker", help="background jobs: confirm pending consents, purge spent results"
+    )
+    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker.add_argument("--interval", type=float, default=10.0, metavar="SECONDS")
     commands.add_parser(
         "sandbox-provider",
         help="sandbox only: create the demo provider once and show its API key",
@@ -106,6 +113,8 @@ def main(
         return EXIT_SETTINGS
     if args.command == "serve":
         return _serve(settings, args, env, err)
+    if args.command == "worker":
+        return _worker(settings, args, out, err)
     runtime = open_runtime(settings, with_microsoft=False)
     try:
         if args.command == "db":
@@ -123,6 +132,40 @@ def main(
     except errors.BrokerError as exc:
         print(f"ctt-broker: {exc.code}: {exc.detail}", file=err)
         return EXIT_REFUSED
+    finally:
+        runtime.engine.dispose()
+
+
+def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from broker.confirmations import confirm_pending
+    from broker.outcomes import purge_expired
+
+    if not 0.5 <= args.interval <= 3600:
+        print("ctt-broker: --interval must be between 0.5 and 3600 seconds", file=err)
+        return EXIT_USAGE
+    runtime = open_runtime(settings)
+    try:
+        if pending_revisions(runtime.engine):
+            print(
+                "ctt-broker: the database schema is not current; run `ctt-broker db upgrade`",
+                file=err,
+            )
+            return EXIT_SCHEMA
+        while True:
+            done = confirm_pending(runtime)
+            purged = purge_expired(runtime)
+            if args.once or done.checked or purged:
+                print(
+                    f"worker: checked {done.checked} pending consents "
+                    f"({done.granted} granted, {done.failed} failed), purged {purged} results",
+                    file=out,
+                    flush=True,
+                )
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
     finally:
         runtime.engine.dispose()
 

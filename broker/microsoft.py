@@ -159,7 +159,9 @@ class Microsoft:
         )
         return f"{self._settings.login_browser_url}/{tenant}/v2.0/adminconsent?{query}"
 
-    def confirm_consent(self, spec: ActionSpec, tenant: str) -> ConsentCheck:
+    def confirm_consent(
+        self, spec: ActionSpec, tenant: str, attempts: int | None = None
+    ) -> ConsentCheck:
         """Ask for an app-only token in ``tenant``; retry while the grant propagates.
 
         The token comes straight from the token endpoint over TLS, so its claims
@@ -167,7 +169,7 @@ class Microsoft:
         reasoning to ID tokens). A fresh MSAL object per try: MSAL remembers a
         400 answer for a minute, which would hide a grant that just appeared.
         """
-        attempts = self._settings.consent_confirm_attempts
+        attempts = attempts or self._settings.consent_confirm_attempts
         for attempt in range(attempts):
             check = self._client_credentials(spec, tenant)
             if check.visible:

@@ -124,3 +124,36 @@ def test_microsoft_down_during_confirmation_reaches_the_provider(world: World) -
     world.emulator.fail_next_token_requests(10, status=500)
     query = returned(world.callback(params))
     assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_UNAVAILABLE")
+
+
+def test_pending_consent_is_confirmed_later_by_the_worker(world: World) -> None:
+    from broker.confirmations import confirm_pending
+
+    world.register()
+    world.emulator.set_consent_propagation_delay(30)
+    launched = world.click(world.link("GET_CDR_CONSENT")["url"])
+    query = returned(
+        world.callback(world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN))
+    )
+    assert query["status"] == "pending"
+    assert confirm_pending(world.runtime).granted == 0  # still propagating
+    world.clock.advance(seconds=30)
+    done = confirm_pending(world.runtime)
+    assert (done.checked, done.granted) == (1, 1)
+    item = world.broker.get(f"/actionItems/{query['actionItemId']}", headers=world.headers).json()
+    assert item["status"] == "completed"
+    assert consent_status(world, "CDR")["status"] == "granted"
+    assert confirm_pending(world.runtime).checked == 0
+
+
+def test_consent_still_invisible_after_an_hour_fails(world: World) -> None:
+    from broker.confirmations import confirm_pending
+
+    world.register()
+    world.emulator.set_consent_propagation_delay(10**6)
+    launched = world.click(world.link("GET_CDR_CONSENT")["url"])
+    world.callback(world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN))
+    world.clock.advance(hours=2)
+    assert confirm_pending(world.runtime).failed == 1
+    status = consent_status(world, "CDR")
+    assert (status["status"], status["errorCode"]) == ("failed", "CONSENT_NOT_CONFIRMED")
