@@ -109,3 +109,31 @@ def test_microsoft_down_at_code_redemption_reaches_the_provider(world: World) ->
 def test_fabrikam_can_register_its_own_enterprise(world: World) -> None:
     query = returned(world.run("REGISTRATION", FABRIKAM_ADMIN))
     assert world.redeem(query["resultCode"]).json()["tenantId"] == FABRIKAM_TENANT_ID
+
+
+def test_id_token_for_another_audience_fails_with_its_code(world: World) -> None:
+    """A validly signed token minted for another app must not log anyone in here."""
+    launched = world.click(world.link("REGISTRATION")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)
+    world.emulator.override_next_id_token_claims({"aud": "00000000-0000-0000-0000-00000000beef"})
+    query = returned(world.callback(params))
+    assert (query["status"], query["errorCode"]) == ("failed", "ID_TOKEN_INVALID")
+
+
+def test_id_token_signed_with_an_unpublished_key_fails(world: World) -> None:
+    launched = world.click(world.link("REGISTRATION")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)
+    world.emulator.use_unpublished_signing_key()
+    query = returned(world.callback(params))
+    assert query["errorCode"] in ("ID_TOKEN_INVALID", "MICROSOFT_UNAVAILABLE")
+    assert query["status"] == "failed"
+
+
+def test_id_token_of_a_personal_account_is_refused(world: World) -> None:
+    from emulator import CONSUMERS_TENANT_ID
+
+    launched = world.click(world.link("REGISTRATION")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)
+    world.emulator.override_next_id_token_claims({"tid": CONSUMERS_TENANT_ID})
+    query = returned(world.callback(params))
+    assert query["errorCode"] == "PERSONAL_ACCOUNT_NOT_ALLOWED"
