@@ -20,7 +20,7 @@ import uvicorn
 
 from broker import errors
 from broker.catalog import load_catalog
-from broker.credentials import load_credentials, sandbox_app_credentials
+from broker.credentials import load_credentials
 from broker.microsoft import Microsoft, make_http_client
 from broker.runtime import system_clock
 from broker.settings import load_settings
