@@ -3,6 +3,7 @@
     ctt-broker serve [--bind HOST:PORT] [--workers N]
     ctt-broker db upgrade | db status
     ctt-broker provider create NAME [--callback URL ...] [--webhook-url URL] [--development]
+                               [--share-refresh-token]
     ctt-broker provider list
     ctt-broker provider rotate-key PROVIDER [--overlap SECONDS]
     ctt-broker provider revoke-key PROVIDER KEY_ID
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--webhook-url", metavar="URL")
     create.add_argument(
         "--development", action="store_true", help="allow http callbacks on loopback hosts"
+    )
+    create.add_argument(
+        "--share-refresh-token",
+        action="store_true",
+        help="include the refresh token in redeemed sign-in results",
     )
     provider.add_parser("list", help="list providers, their callbacks and keys (never secrets)")
     rotate = provider.add_parser("rotate-key", help="issue a new key; old keys expire later")
@@ -189,6 +195,7 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
             development=args.development,
             callback_urls=tuple(args.callback),
             webhook_url=args.webhook_url,
+            share_refresh_token=args.share_refresh_token,
         )
         return _print_key(out, args.json, provider.provider_id, provider.name, key)
     if action == "list":
@@ -270,6 +277,7 @@ def _provider_summary(provider: providers.Provider, now: Any) -> dict[str, Any]:
         "name": provider.name,
         "development": provider.development,
         "webhookUrl": provider.webhook_url,
+        "shareRefreshToken": provider.share_refresh_token,
         "callbackUrls": list(provider.callback_urls),
         "keys": [
             {

@@ -31,6 +31,7 @@ def test_provider_lifecycle_from_the_console(
             "Acme Telecom",
             "--callback",
             "https://portal.acme.example/cb",
+            "--share-refresh-token",
             "--json",
         ],
         env,
@@ -63,6 +64,7 @@ def test_provider_lifecycle_from_the_console(
     listing = json.loads(out)
     assert code == 0
     assert listing[0]["callbackUrls"] == ["https://portal.acme.example/cb2"]
+    assert listing[0]["shareRefreshToken"] is True
     assert [k["active"] for k in listing[0]["keys"]] == [False, False]
     assert created["apiKey"] not in out and rotated["apiKey"] not in out
 
