@@ -157,3 +157,41 @@ def test_consent_still_invisible_after_an_hour_fails(world: World) -> None:
     assert confirm_pending(world.runtime).failed == 1
     status = consent_status(world, "CDR")
     assert (status["status"], status["errorCode"]) == ("failed", "CONSENT_NOT_CONFIRMED")
+
+
+class GrantWithoutRoles:
+    """A Microsoft whose app-only token shows the tenant but none of the roles asked for."""
+
+    def __init__(self, real: object, tenant: str | None) -> None:
+        self._real = real
+        self._tenant = tenant
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def confirm_consent(self, spec: object, tenant: str, attempts: int | None = None) -> object:
+        from broker.microsoft import ConsentCheck
+
+        return ConsentCheck(visible=True, tenant_id=self._tenant, roles=("User.Read",))
+
+
+@pytest.mark.parametrize("token_tenant", [CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID])
+def test_grant_lacking_roles_or_tenant_is_not_reported_as_success(
+    world: World, token_tenant: str
+) -> None:
+    from dataclasses import replace
+
+    from handlers.app import create_app
+
+    world.register()
+    runtime = replace(
+        world.runtime, microsoft=GrantWithoutRoles(world.runtime.microsoft, token_tenant)
+    )  # type: ignore[arg-type]
+    world.broker = create_app(runtime.settings, runtime).test_client(
+        base_url="https://broker.test", raise_server_exceptions=False
+    )
+    launched = world.click(world.link("GET_PRESENCE_CONSENT")["url"])
+    query = returned(
+        world.callback(world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN))
+    )
+    assert (query["status"], query["errorCode"]) == ("failed", "CONSENT_NOT_CONFIRMED")

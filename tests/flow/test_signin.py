@@ -137,3 +137,13 @@ def test_id_token_of_a_personal_account_is_refused(world: World) -> None:
     world.emulator.override_next_id_token_claims({"tid": CONSUMERS_TENANT_ID})
     query = returned(world.callback(params))
     assert query["errorCode"] == "PERSONAL_ACCOUNT_NOT_ALLOWED"
+
+
+def test_code_microsoft_no_longer_accepts_reaches_the_provider_as_invalid_grant(
+    world: World,
+) -> None:
+    launched = world.click(world.link("REGISTRATION")["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)
+    params["code"] = "a-code-microsoft-never-issued"
+    query = returned(world.callback(params))
+    assert (query["status"], query["errorCode"]) == ("failed", "INVALID_GRANT")
