@@ -1,5 +1,5 @@
 # ctt-broker: one entry point for people and CI.
-#   make run    set up and run the sandbox service (no Microsoft tenant needed)
+#   make run    set up and run the sandbox: broker, Microsoft emulator, demo portal, worker
 #   make test   set up and run every check: lint, types, unit, API, storage (SQLite and
 #               PostgreSQL), contract tests
 
@@ -19,9 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/ctt-broker db upgrade
-	$(BIN)/ctt-broker sandbox-provider
-	$(BIN)/ctt-broker serve
+	$(BIN)/python -m sandbox
 
 lint: setup
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ from broker import errors
 from broker.callbacks import check_callback_url
 from broker.db import action_items
 from broker.enterprises import LIVE_ITEM_STATES, get_enterprise
+from broker.events import record_audit
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.providers import get_provider
 from broker.runtime import Runtime
@@ -139,6 +140,16 @@ def create_action_item(
                 updated_at=now,
             )
         )
+        record_audit(
+            connection,
+            runtime,
+            provider_id,
+            "provider",
+            "actionItem.created",
+            enterprise_id=enterprise.enterprise_id,
+            action_item_id=item_id,
+            details={"actionType": spec.action_type, "expiresInSeconds": expires_in},
+        )
         item = _load(runtime, connection, provider_id, item_id)
     return IssuedActionItem(item=item, url=f"{runtime.settings.public_base_url}/actions/{handle}")
 
@@ -196,6 +207,15 @@ def revoke_action_item(runtime: Runtime, provider_id: str, action_item_id: str) 
             raise errors.ActionItemNotRevocable(
                 f"the action item is {latest.status} and can no longer be revoked"
             )
+        record_audit(
+            connection,
+            runtime,
+            provider_id,
+            "provider",
+            "actionItem.revoked",
+            enterprise_id=current.enterprise_id,
+            action_item_id=action_item_id,
+        )
         return _load(runtime, connection, provider_id, action_item_id)
 
 

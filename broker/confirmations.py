@@ -14,10 +14,11 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, RowMapping, select, update
 
 from broker import errors
 from broker.db import action_items, enterprise_consents, enterprises
+from broker.events import emit_event, record_audit
 from broker.runtime import Runtime
 
 PENDING_LIMIT = timedelta(hours=1)
@@ -43,6 +44,8 @@ def confirm_pending(runtime: Runtime, *, limit: int = 100) -> Pass:
                     action_items.c.action_type,
                     action_items.c.enterprise_id,
                     action_items.c.finished_at,
+                    action_items.c.provider_id,
+                    action_items.c.provider_state,
                     enterprises.c.tenant_id,
                 )
                 .join(enterprises, enterprises.c.id == action_items.c.enterprise_id)
@@ -67,21 +70,14 @@ def confirm_pending(runtime: Runtime, *, limit: int = 100) -> Pass:
             and check.tenant_id == row["tenant_id"]
             and set(spec.scopes) <= set(check.roles)
         ):
-            granted += _finish(runtime, row["id"], row["enterprise_id"], spec.consent_type, None)
+            granted += _finish(runtime, row, spec.consent_type, None)
         elif check.visible or now - row["finished_at"] > PENDING_LIMIT:
-            failed += _finish(
-                runtime,
-                row["id"],
-                row["enterprise_id"],
-                spec.consent_type,
-                errors.ConsentNotConfirmed.code,
-            )
+            failed += _finish(runtime, row, spec.consent_type, errors.ConsentNotConfirmed.code)
     return Pass(checked=len(rows), granted=granted, failed=failed)
 
 
-def _finish(
-    runtime: Runtime, item_id: str, enterprise_id: str, consent_type: str | None, error: str | None
-) -> int:
+def _finish(runtime: Runtime, row: RowMapping, consent_type: str | None, error: str | None) -> int:
+    item_id, enterprise_id = row["id"], row["enterprise_id"]
     now = runtime.now()
     with runtime.engine.begin() as connection:
         moved = connection.execute(
@@ -110,4 +106,43 @@ def _finish(
             )
             .values(**values)
         )
+        _announce(connection, runtime, row, consent_type, error)
     return 1
+
+
+def _announce(
+    connection: Connection,
+    runtime: Runtime,
+    row: RowMapping,
+    consent_type: str | None,
+    error: str | None,
+) -> None:
+    status = "failed" if error else "completed"
+    data = {
+        "actionItemId": row["id"],
+        "actionType": row["action_type"],
+        "enterpriseId": row["enterprise_id"],
+        "status": status,
+        "errorCode": error,
+        "tenantId": row["tenant_id"],
+        "state": row["provider_state"],
+        "consent": {"consentType": consent_type, "status": "failed" if error else "granted"},
+    }
+    emit_event(connection, runtime, row["provider_id"], f"actionItem.{status}", data)
+    emit_event(
+        connection,
+        runtime,
+        row["provider_id"],
+        "consent.failed" if error else "consent.granted",
+        data,
+    )
+    record_audit(
+        connection,
+        runtime,
+        row["provider_id"],
+        "system",
+        f"actionItem.{status}",
+        enterprise_id=row["enterprise_id"],
+        action_item_id=row["id"],
+        details={"errorCode": error, "confirmedInBackground": True},
+    )

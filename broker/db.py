@@ -66,6 +66,7 @@ providers = Table(
     Column("development", Boolean, nullable=False),
     Column("webhook_url", String(2048)),
     Column("share_refresh_token", Boolean, nullable=False, server_default="0"),
+    Column("webhook_include_tokens", Boolean, nullable=False, server_default="0"),
     Column("created_at", UtcDateTime, nullable=False),
 )
 
@@ -167,6 +168,89 @@ results = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("redeemed_at", UtcDateTime),
+)
+
+
+# The outbox: every event a provider must learn of, written in the same
+# transaction as the change it describes. Webhook delivery reads from here.
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("enterprise_id", String(40)),
+    Column("action_item_id", String(40)),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "provider_id", "id"),
+)
+
+# Who did what and when, for the provider to read.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("enterprise_id", String(40)),
+    Column("action_item_id", String(40)),
+    Column("details", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "provider_id", "id"),
+)
+
+# Standard Webhooks signing secrets. Stored in the clear because HMAC needs
+# them; several are live during a rotation overlap, and each signs every delivery.
+provider_webhook_secrets = Table(
+    "provider_webhook_secrets",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False, index=True),
+    Column("secret", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+)
+
+# One row per event to push to the provider's webhook URL. A worker claims a
+# due row with a lease by a conditional update on ``attempts``, so two workers
+# never send the same attempt; ``round_attempts`` and ``give_up_at`` drive the
+# retry schedule and restart on a manual redelivery.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("event_id", String(40), ForeignKey("events.id"), primary_key=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("round_attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("give_up_at", UtcDateTime),
+    Column("lease_until", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime),
+    Column("last_status_code", Integer),
+    Column("last_error", String(200)),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "provider_id", "event_id"),
+)
+
+# Every attempt ever made, for the provider to inspect; numbered per event.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("event_id", String(40), ForeignKey("webhook_deliveries.event_id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("error", String(200)),
+    Column("outcome", String(16), nullable=False),
+    UniqueConstraint("event_id", "attempt"),
 )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from broker import errors
 from broker.db import action_items, enterprise_consents, enterprises
+from broker.events import record_audit
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.runtime import Runtime
 
@@ -86,6 +87,15 @@ def create_enterprise(
                     updated_at=now,
                 )
             )
+            record_audit(
+                connection,
+                runtime,
+                provider_id,
+                "provider",
+                "enterprise.created",
+                enterprise_id=enterprise_id,
+                details={"externalId": external_id},
+            )
     except IntegrityError:
         raise errors.EnterpriseExternalIdTaken(
             f"an enterprise with externalId {external_id!r} already exists"
@@ -138,6 +148,15 @@ def record_registration(
                 update(enterprises)
                 .where(enterprises.c.id == enterprise_id)
                 .values(tenant_id=tenant_id, registered_at=now, updated_at=now)
+            )
+            record_audit(
+                connection,
+                runtime,
+                provider_id,
+                "operator",
+                "enterprise.registered",
+                enterprise_id=enterprise_id,
+                details={"tenantId": tenant_id},
             )
     except IntegrityError:
         raise errors.Conflict(

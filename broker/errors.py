@@ -248,6 +248,13 @@ class InternalError(BrokerError):
 # -- not HTTP: operator mistakes at the console ------------------------------
 
 
+class EventNotFound(NotFound):
+    """Raised for an unknown event id, or another provider's event."""
+
+    code = "EVENT_NOT_FOUND"
+    title = "Event not found"
+
+
 class ProviderNotFound(NotFound):
     """Raised by provider management when the provider id or name is unknown."""
 

@@ -32,6 +32,7 @@ from broker import errors
 from broker.callbacks import check_callback_url, is_loopback_host
 from broker.catalog import ActionSpec
 from broker.db import action_items, enterprises, flows
+from broker.events import record_audit
 from broker.microsoft import microsoft_error
 from broker.outcomes import Delivery, FinishedItem, Outcome, delivery_for, record_outcome
 from broker.providers import get_provider
@@ -133,6 +134,15 @@ def launch(runtime: Runtime, handle: str) -> Launch:
             update(action_items)
             .where(action_items.c.id == row["id"], action_items.c.status == "created")
             .values(status="opened", opened_at=now, updated_at=now)
+        )
+        record_audit(
+            connection,
+            runtime,
+            row["provider_id"],
+            "admin",
+            "actionItem.opened",
+            enterprise_id=row["enterprise_id"],
+            action_item_id=row["id"],
         )
     return Launch(
         location=location,

@@ -24,7 +24,8 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
-from broker.db import action_items, enterprise_consents, enterprises, results
+from broker.db import action_items, enterprise_consents, enterprises, providers, results
+from broker.events import emit_event, record_audit
 from broker.runtime import Runtime
 
 OutcomeStatus = Literal["completed", "failed", "pending"]
@@ -205,6 +206,7 @@ def _store(runtime: Runtime, item: FinishedItem, outcome: Outcome) -> tuple[Outc
             "tenantId": outcome.tenant_id,
             **outcome.payload,
         }
+        _announce(connection, runtime, item, outcome, payload)
         connection.execute(
             insert(results).values(
                 code_hash=_hash(code),
@@ -216,6 +218,40 @@ def _store(runtime: Runtime, item: FinishedItem, outcome: Outcome) -> tuple[Outc
             )
         )
     return outcome, code
+
+
+def _announce(
+    connection: Connection,
+    runtime: Runtime,
+    item: FinishedItem,
+    outcome: Outcome,
+    payload: dict[str, Any],
+) -> None:
+    """The outcome's events and audit line, in the outcome's own transaction."""
+    include_tokens = connection.execute(
+        select(providers.c.webhook_include_tokens).where(providers.c.id == item.provider_id)
+    ).scalar_one()
+    data = {
+        key: value
+        for key, value in payload.items()
+        if key != "authenticationResult" or include_tokens
+    }
+    data["state"] = item.provider_state
+    emit_event(connection, runtime, item.provider_id, f"actionItem.{outcome.status}", data)
+    if outcome.register_tenant and outcome.status == "completed":
+        emit_event(connection, runtime, item.provider_id, "enterprise.registered", data)
+    if outcome.consent_type and outcome.consent_status:
+        emit_event(connection, runtime, item.provider_id, f"consent.{outcome.consent_status}", data)
+    record_audit(
+        connection,
+        runtime,
+        item.provider_id,
+        "admin",
+        f"actionItem.{outcome.status}",
+        enterprise_id=item.enterprise_id,
+        action_item_id=item.action_item_id,
+        details={"errorCode": outcome.error_code, "tenantId": outcome.tenant_id},
+    )
 
 
 def _set_consent(

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from broker import errors
 from broker.callbacks import normalize_allowed_callback, parse_callback_url
 from broker.db import api_keys, provider_callbacks, providers
+from broker.events import record_audit
 from broker.ids import looks_like_id, new_id
 from broker.runtime import Runtime
 
@@ -199,7 +200,16 @@ def rotate_key(runtime: Runtime, ref: str, *, overlap_seconds: int) -> IssuedKey
             )
             .values(expires_at=cutoff)
         )
-        return _insert_key(runtime, connection, provider.provider_id, now)
+        issued = _insert_key(runtime, connection, provider.provider_id, now)
+        record_audit(
+            connection,
+            runtime,
+            provider.provider_id,
+            "operator",
+            "apiKey.rotated",
+            details={"newKeyId": issued.key_id, "overlapSeconds": overlap_seconds},
+        )
+        return issued
 
 
 def revoke_key(runtime: Runtime, ref: str, key_id: str) -> None:
@@ -220,6 +230,15 @@ def revoke_key(runtime: Runtime, ref: str, key_id: str) -> None:
             ).first()
             if exists is None:
                 raise errors.ApiKeyNotFound(f"provider {provider.name!r} has no key {key_id!r}")
+        else:
+            record_audit(
+                connection,
+                runtime,
+                provider.provider_id,
+                "operator",
+                "apiKey.revoked",
+                details={"keyId": key_id},
+            )
 
 
 def add_callback(runtime: Runtime, ref: str, url: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from broker.action_items import ActionItem, IssuedActionItem
 from broker.catalog import ActionSpec
 from broker.enterprises import Enterprise
+from broker.events import AuditEntry
 
 Reply = tuple[dict[str, Any], int, dict[str, str]]
 
@@ -100,4 +101,17 @@ def action_type(spec: ActionSpec) -> dict[str, Any]:
         "consentType": spec.consent_type,
         "mandatory": spec.mandatory,
         "description": spec.description,
+    }
+
+
+def audit_entry(value: AuditEntry) -> dict[str, Any]:
+    """The ``AuditEntry`` schema."""
+    return {
+        "auditId": value.audit_id,
+        "actor": value.actor,
+        "action": value.action,
+        "enterpriseId": value.enterprise_id,
+        "actionItemId": value.action_item_id,
+        "details": value.details,
+        "createdAt": timestamp(value.created_at),
     }

@@ -1,0 +1,232 @@
+"""``python -m sandbox`` for real: three servers, driven over HTTP like a browser would be.
+
+The browser is one cookie-keeping ``httpx.Client`` (cookies are per host, not per port, as in a
+browser) that follows every redirect by hand. Each answer is recorded as a hop
+``(status, host:port of Location)``: statuses and hosts only, never a URL, so the chains can be
+printed and quoted without leaking a link, state or result code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html import unescape
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import pytest
+
+from emulator import complete_browser_flow
+
+pytestmark = pytest.mark.slow
+
+CONTOSO_ADMIN = "admin@contoso.onmicrosoft.com"
+STARTUP_SECONDS = 30
+Hop = tuple[int, str | None]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Sandbox:
+    portal: str
+    broker: str
+    emulator: str
+    data_dir: Path
+    output: Path
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    data = tmp_path_factory.mktemp("sandbox")
+    broker_port, emulator_port, portal_port = free_port(), free_port(), free_port()
+    broker = f"http://127.0.0.1:{broker_port}"
+    emulator = f"http://127.0.0.1:{emulator_port}"
+    env = {
+        # Test-only CTT_ variables (CTT_TEST_...) would be refused as unknown settings.
+        **{k: v for k, v in os.environ.items() if not k.startswith("CTT_")},
+        "CTT_BIND": f"127.0.0.1:{broker_port}",
+        "CTT_PUBLIC_BASE_URL": broker,
+        "CTT_LOGIN_BROWSER_URL": emulator,
+        "CTT_LOGIN_TRANSPORT_URL": emulator,
+        "SANDBOX_EMULATOR_PORT": str(emulator_port),
+        "SANDBOX_PORTAL_PORT": str(portal_port),
+        "CTT_DATA_DIR": str(data),
+        "CTT_WORKERS": "1",
+    }
+    output = data / "sandbox.log"
+    with output.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    portal = f"http://127.0.0.1:{portal_port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{portal}/static/portal.css", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(output.read_text("utf-8", "replace"))
+            time.sleep(0.2)
+        yield Sandbox(portal, broker, emulator, data, output)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STARTUP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@dataclass
+class Browser:
+    """A browser: one cookie jar, redirects followed by hand, every answer recorded as a hop."""
+
+    client: httpx.Client = field(
+        default_factory=lambda: httpx.Client(timeout=20, follow_redirects=False)
+    )
+    hops: list[Hop] = field(default_factory=list)
+    emulator_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.client.event_hooks = {"request": [], "response": [self._record]}
+
+    def _record(self, response: httpx.Response) -> None:
+        location = response.headers.get("location")
+        target = None
+        if location is not None:
+            target = urlsplit(urljoin(str(response.request.url), location)).netloc
+        self.hops.append((response.status_code, target))
+
+    def follow(self, response: httpx.Response) -> httpx.Response:
+        """Follow redirects (always with GET, as browsers do after 302/303) until a page."""
+        for _ in range(10):
+            if response.status_code not in (301, 302, 303, 307, 308):
+                return response
+            url = urljoin(str(response.request.url), response.headers["location"])
+            if urlsplit(url).netloc == urlsplit(self.emulator_url).netloc:
+                return response  # the emulator's pages are clicked through separately
+            response = self.client.get(url)
+        raise AssertionError("too many redirects")
+
+
+def run_action(
+    sandbox: Sandbox, browser: Browser, choice: str, *, form_post: bool = False
+) -> tuple[httpx.Response, list[Hop]]:
+    """Click one of the portal's buttons and go all the way back to the portal's result page."""
+    start = len(browser.hops)
+    form = {"choice": choice, **({"resultDelivery": "form_post"} if form_post else {})}
+    response = browser.follow(browser.client.post(f"{sandbox.portal}/start", data=form))
+    assert response.status_code == 302, response.text
+    at_microsoft = response.headers["location"]
+    assert at_microsoft.startswith(sandbox.emulator)
+    result = complete_browser_flow(browser.client, at_microsoft, username=CONTOSO_ADMIN)
+    assert result.redirect_uri == f"{sandbox.broker}/oauth/callback"
+    # The emulator's last answer is the redirect back to the broker: follow it like a browser.
+    response = browser.follow(browser.client.get(result.redirect_uri, params=result.params))
+    if form_post:
+        # The broker's page auto-posts the result JWT to the portal (its script, done by hand).
+        assert response.status_code == 200, response.text
+        action = re.search(r'<form method="post" action="([^"]+)"', response.text)
+        assert action is not None
+        fields = dict(
+            (name, unescape(value))
+            for name, value in re.findall(
+                r'<input type="hidden" name="([^"]+)" value="([^"]*)"', response.text
+            )
+        )
+        response = browser.client.post(unescape(action.group(1)), data=fields)
+    assert response.status_code == 200, response.text
+    assert str(response.request.url).startswith(f"{sandbox.portal}/callback")
+    return response, browser.hops[start:]
+
+
+def describe(hops: list[Hop], sandbox: Sandbox) -> str:
+    """``303 broker(127.0.0.1:port) -> 200 -> ...``: statuses and hosts only."""
+    roles = {
+        urlsplit(url).netloc: role
+        for role, url in (
+            ("portal", sandbox.portal),
+            ("broker", sandbox.broker),
+            ("emulator", sandbox.emulator),
+        )
+    }
+    return " -> ".join(
+        f"{status} {roles.get(host, '?')}({host})" if host else str(status) for status, host in hops
+    )
+
+
+def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox) -> None:
+    browser = Browser(emulator_url=sandbox.emulator)
+    with browser.client:
+        home = browser.client.get(f"{sandbox.portal}/")
+        assert home.status_code == 200
+        assert "Contoso (demo)" in home.text and "notRegistered" in home.text
+        assert re.search(r'value="GET_PRESENCE_CONSENT" disabled', home.text)
+
+        registered, registration_hops = run_action(sandbox, browser, "REGISTRATION")
+        assert "Warning" not in registered.text
+        assert "REGISTRATION: completed" in registered.text
+        assert "admin@contoso.onmicrosoft.com" in registered.text
+        assert ">registered<" in registered.text
+
+        home = browser.client.get(f"{sandbox.portal}/")
+        assert re.search(r'value="REGISTRATION\+reregister"', home.text)
+        assert not re.search(r'value="GET_PRESENCE_CONSENT" disabled', home.text)
+
+        consented, consent_hops = run_action(sandbox, browser, "GET_PRESENCE_CONSENT")
+        assert "Warning" not in consented.text
+        assert "GET_PRESENCE_CONSENT: completed" in consented.text
+        assert ">granted<" in consented.text and "Presence.ReadWrite.All" in consented.text
+
+        signed_in, form_post_hops = run_action(
+            sandbox, browser, "LOGIN_ENTERPRISE_ADMIN", form_post=True
+        )
+        assert "LOGIN_ENTERPRISE_ADMIN: completed" in signed_in.text
+        assert "form_post result JWT" in signed_in.text
+
+    print("\nREGISTRATION hops:         ", describe(registration_hops, sandbox))
+    print("GET_PRESENCE_CONSENT hops: ", describe(consent_hops, sandbox))
+    print("LOGIN (form_post) hops:    ", describe(form_post_hops, sandbox))
+    hosts = {urlsplit(u).netloc for u in (sandbox.portal, sandbox.broker, sandbox.emulator)}
+    for hops in (registration_hops, consent_hops, form_post_hops):
+        assert {host for _, host in hops if host} <= hosts
+
+
+def test_portal_never_logs_secrets_and_warns_on_an_unknown_state(sandbox: Sandbox) -> None:
+    forged = httpx.get(
+        f"{sandbox.portal}/callback",
+        params={"status": "completed", "state": "not-mine", "resultCode": "ctt_rc_forged"},
+    )
+    assert forged.status_code == 200
+    assert "Warning: unexpected state" in forged.text and "RESULT_CODE_INVALID" in forged.text
+    assert forged.headers["referrer-policy"] == "no-referrer"
+    tampered = httpx.post(f"{sandbox.portal}/callback", data={"result": "e30.e30.", "state": "x"})
+    assert tampered.status_code == 400 and "Result rejected" in tampered.text
+
+    record = (sandbox.data_dir / "sandbox-provider.json").read_text("utf-8")
+    api_key = re.search(r'"apiKey": "([^"]+)"', record)
+    assert api_key is not None
+    log = sandbox.output.read_text("utf-8", "replace")
+    # The banner shows the key once; nothing else may repeat it or any token or code.
+    assert log.count(api_key.group(1)) == 1
+    assert "ctt_rc_" not in log and "eyJ" not in log
