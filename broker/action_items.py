@@ -182,8 +182,9 @@ def list_action_items(
 def revoke_action_item(runtime: Runtime, provider_id: str, action_item_id: str) -> ActionItem:
     """Revoke a link that has not been used up; revoking twice is harmless.
 
-    The update is conditional, so a revoke racing the admin's completion
-    either wins cleanly or reports that the item is already finished.
+    An expired link can be revoked too: that also stops a round trip the admin
+    started before it expired. The update is conditional, so a revoke racing the
+    admin's completion either wins cleanly or reports that the item is finished.
     """
     now = runtime.now()
     with runtime.engine.begin() as connection:
@@ -196,7 +197,6 @@ def revoke_action_item(runtime: Runtime, provider_id: str, action_item_id: str) 
                 action_items.c.id == action_item_id,
                 action_items.c.provider_id == provider_id,
                 action_items.c.status.in_(LIVE_ITEM_STATES),
-                action_items.c.expires_at > now,
             )
             .values(status="revoked", revoked_at=now, updated_at=now)
         )

@@ -158,8 +158,15 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
             )
             return EXIT_SCHEMA
         while True:
-            done = confirm_pending(runtime)
-            purged = purge_expired(runtime)
+            try:
+                done = confirm_pending(runtime)
+                purged = purge_expired(runtime)
+            except Exception as exc:  # keep working: the next pass may succeed
+                print(f"worker: pass failed ({type(exc).__name__})", file=err, flush=True)
+                if args.once:
+                    return EXIT_REFUSED
+                time.sleep(args.interval)
+                continue
             if args.once or done.checked or purged:
                 print(
                     f"worker: checked {done.checked} pending consents "

@@ -59,19 +59,23 @@ def confirm_pending(runtime: Runtime, *, limit: int = 100) -> Pass:
     granted = failed = 0
     for row in rows:
         spec = runtime.catalog.get(row["action_type"])
+        now = runtime.now()
+        if now - row["finished_at"] > PENDING_LIMIT:
+            failed += _finish(runtime, row, spec.consent_type, errors.ConsentNotConfirmed.code)
+            continue
         try:
             check = runtime.ms.confirm_consent(spec, row["tenant_id"], attempts=1)
-        except errors.BrokerError as exc:
-            log.warning("consent check for %s failed: %s", row["id"], exc.code)
+        except Exception as exc:  # one bad tenant must not stop the others
+            code = exc.code if isinstance(exc, errors.BrokerError) else type(exc).__name__
+            log.warning("consent check for %s failed: %s", row["id"], code)
             continue
-        now = runtime.now()
         if (
             check.visible
             and check.tenant_id == row["tenant_id"]
             and set(spec.scopes) <= set(check.roles)
         ):
             granted += _finish(runtime, row, spec.consent_type, None)
-        elif check.visible or now - row["finished_at"] > PENDING_LIMIT:
+        elif check.visible:
             failed += _finish(runtime, row, spec.consent_type, errors.ConsentNotConfirmed.code)
     return Pass(checked=len(rows), granted=granted, failed=failed)
 

@@ -211,7 +211,7 @@ class EnterpriseAlreadyRegistered(Conflict):
 
 
 class ActionItemNotRevocable(Conflict):
-    """Raised when revoking an action item that is completed, failed or expired."""
+    """Raised when revoking an action item that is completed, failed or pending."""
 
     code = "ACTION_ITEM_NOT_REVOCABLE"
     title = "Action item can no longer be revoked"

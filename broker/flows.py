@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from broker.state import (
     verify_state,
 )
 
+log = logging.getLogger("ctt_broker.flows")
 HANDLE_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 COOKIE_PREFIX = "ctt_bind_"
 STATE_AUDIENCE = "ctt-broker/callback"
@@ -59,6 +61,7 @@ class Launch:
     cookie_value: str = ""
     cookie_max_age: int = 600
     cookie_secure: bool = True
+    cookie_path: str = "/oauth/callback"
 
     def __repr__(self) -> str:
         return f"Launch(location=<Microsoft>, cookie_name={self.cookie_name!r})"
@@ -71,6 +74,14 @@ class Completion:
     outcome: Outcome
     delivery: Delivery
     cookie_name: str
+    cookie_path: str
+
+
+def callback_path(runtime: Runtime) -> str:
+    """The path of our redirect URI (PUBLIC_BASE_URL may carry a path prefix)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(runtime.settings.redirect_uri).path
 
 
 def cookie_name(jti: str) -> str:
@@ -150,6 +161,7 @@ def launch(runtime: Runtime, handle: str) -> Launch:
         cookie_value=nonce,
         cookie_max_age=settings.flow_ttl_seconds,
         cookie_secure=not _is_loopback_http(settings.public_base_url),
+        cookie_path=callback_path(runtime),
     )
 
 
@@ -176,10 +188,19 @@ def complete(runtime: Runtime, params: Mapping[str, str], cookies: Mapping[str, 
     msal_flow = _consume_flow(runtime, flow_state)
     item = _finished_item(runtime, flow_state)
     spec = runtime.catalog.get(item.action_type)
-    outcome = _outcome(runtime, spec, item, params, msal_flow)
+    try:
+        outcome = _outcome(runtime, spec, item, params, msal_flow)
+    except (errors.StateInvalid, errors.LinkExpired, errors.LinkUsed):
+        raise
+    except Exception as exc:  # the flow is spent: an outcome must still be recorded
+        log.exception("unexpected failure completing %s", item.action_item_id)
+        outcome = Outcome(status="failed", error=errors.InternalError(type(exc).__name__))
     stored, code = record_outcome(runtime, item, outcome)
     return Completion(
-        outcome=stored, delivery=delivery_for(runtime, item, stored, code), cookie_name=name
+        outcome=stored,
+        delivery=delivery_for(runtime, item, stored, code),
+        cookie_name=name,
+        cookie_path=callback_path(runtime),
     )
 
 
@@ -259,6 +280,9 @@ def _sign_in(
     claims = signed_in.claims
     if spec.needs_registered_enterprise and claims.tenant_id != tenant_id:
         raise errors.LoginWrongTenant("the account belongs to another Microsoft tenant")
+    if not spec.needs_registered_enterprise and tenant_id is not None and not item.reregister:
+        # Two registration links issued before the first completed: only one binds.
+        raise errors.EnterpriseAlreadyRegistered("the enterprise is already registered")
     if not claims.is_global_admin:
         raise errors.NotGlobalAdmin("the account is not a Global Administrator")
     provider = get_provider(runtime, item.provider_id)
@@ -379,6 +403,7 @@ def _finished_item(runtime: Runtime, flow_state: FlowState) -> FinishedItem:
         callback_url=row["callback_url"],
         provider_state=row["provider_state"],
         result_delivery=row["result_delivery"],
+        reregister=row["reregister"],
     )
 
 

@@ -8,6 +8,7 @@ and a pagination cursor is simply the last id seen.
 from __future__ import annotations
 
 import re
+import threading
 from datetime import datetime
 
 from broker.errors import InvalidCursor
@@ -17,11 +18,24 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID = re.compile(r"^[a-z]{3}_[0-9A-HJKMNP-TV-Z]{26}$")
 
 
+_last_lock = threading.Lock()
+_last: list[int] = [0]
+
+
 def new_id(runtime: Runtime, prefix: str, now: datetime | None = None) -> str:
-    """A new sortable id such as ``ent_01J9...``."""
+    """A new sortable id such as ``ent_01J9...``.
+
+    Within one process ids are strictly increasing even inside one millisecond
+    (the random part is incremented, as monotonic ULIDs do), so events written
+    by one transaction keep their order.
+    """
     moment = now or runtime.now()
     millis = int(moment.timestamp() * 1000) & ((1 << 48) - 1)
     number = (millis << 80) | int.from_bytes(runtime.random_bytes(10), "big")
+    with _last_lock:
+        if number <= _last[0] and (_last[0] >> 80) == millis:
+            number = _last[0] + 1
+        _last[0] = number
     chars = []
     for _ in range(26):
         number, digit = divmod(number, 32)

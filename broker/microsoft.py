@@ -35,6 +35,7 @@ from broker.id_tokens import IdTokenClaims, JwksCache, validate_id_token
 from broker.settings import Settings
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Entra error codes that have a code of our own; anything else is MICROSOFT_ERROR.
 _AADSTS_ERRORS: dict[str, type[errors.BrokerError]] = {
     "65004": errors.ConsentDeclined,  # user declined to consent
@@ -186,10 +187,9 @@ class Microsoft:
         )
         if "access_token" not in result:
             error = microsoft_error(result.get("error"), result.get("error_description"))
-            if error.extra.get("aadsts") in _NOT_YET_VISIBLE or result.get("error") in (
-                "invalid_client",
-                "unauthorized_client",
-            ):
+            # Only the codes Entra uses for "no service principal yet": a wrong or
+            # expired client secret must surface, not look like a slow consent.
+            if error.extra.get("aadsts") in _NOT_YET_VISIBLE:
                 return ConsentCheck(visible=False, tenant_id=None, roles=())
             raise error
         try:
@@ -227,16 +227,15 @@ class Microsoft:
     ) -> SignIn:
         """Redeem the code with MSAL, then validate the ID token ourselves (MSAL does not)."""
         application = self._call(lambda: self._application(spec.app, tenant))
-        try:
-            result = self._call(
-                lambda: application.acquire_token_by_auth_code_flow(dict(flow), dict(response))
-            )
-        except ValueError:
-            # MSAL refuses a response whose state differs from the flow's.
-            raise errors.StateInvalid("the response does not belong to this sign-in") from None
-        except RuntimeError:
-            # MSAL's own nonce comparison failed.
-            raise errors.IdTokenInvalid("the ID token nonce does not match") from None
+
+        def redeem() -> Any:
+            try:
+                return application.acquire_token_by_auth_code_flow(dict(flow), dict(response))
+            except RuntimeError:
+                # MSAL's own ID token checks (nonce first of all) refused it.
+                raise errors.IdTokenInvalid("MSAL refused the ID token") from None
+
+        result = self._call(redeem)
         if "error" in result or "id_token" not in result:
             raise microsoft_error(result.get("error"), result.get("error_description"))
         # MSAL sends sha256(nonce) to Microsoft and keeps the nonce in the flow.
@@ -245,11 +244,13 @@ class Microsoft:
         tid = unverified.get("tid") if isinstance(unverified, Mapping) else None
         if tid == self.PERSONAL_TENANT:
             raise errors.PersonalAccountNotAllowed("a personal Microsoft account signed in")
+        if not isinstance(tid, str) or not _GUID.match(tid):
+            # Checked before the value goes into a URL (the tenant's JWKS address).
+            raise errors.IdTokenInvalid("the ID token carries no valid tid")
         claims = validate_id_token(
             str(result["id_token"]),
             jwks=self.jwks,
-            jwks_uri=f"{self._settings.login_host}/{tid if isinstance(tid, str) else 'common'}"
-            "/discovery/v2.0/keys",
+            jwks_uri=f"{self._settings.login_host}/{tid}/discovery/v2.0/keys",
             client_id=self._credentials.app(spec.app).client_id,
             authority_host=self._settings.login_host,
             expected_nonce=expected_nonce,
@@ -288,3 +289,7 @@ class Microsoft:
             raise errors.MicrosoftUnavailable(
                 f"Microsoft answered HTTP {exc.response.status_code}"
             ) from None
+        except ValueError:
+            # MSAL raises ValueError for answers it cannot read: a 400 discovery
+            # document (unknown tenant), a non-JSON body, a response without code.
+            raise errors.MicrosoftError("Microsoft's answer could not be used") from None

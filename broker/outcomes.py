@@ -20,11 +20,12 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import jwt
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
-from broker.db import action_items, enterprise_consents, enterprises, providers, results
+from broker.db import action_items, enterprise_consents, enterprises, flows, providers, results
 from broker.events import emit_event, record_audit
 from broker.runtime import Runtime
 
@@ -71,6 +72,7 @@ class FinishedItem:
     callback_url: str
     provider_state: str | None
     result_delivery: str
+    reregister: bool = False
 
 
 def record_outcome(runtime: Runtime, item: FinishedItem, outcome: Outcome) -> tuple[Outcome, str]:
@@ -85,14 +87,12 @@ def record_outcome(runtime: Runtime, item: FinishedItem, outcome: Outcome) -> tu
     except IntegrityError:
         if not outcome.register_tenant:
             raise
-    failed = Outcome(
-        status="failed",
-        error=errors.TenantAlreadyRegistered(
+        error: errors.BrokerError = errors.TenantAlreadyRegistered(
             "this Microsoft tenant is already registered to another of your enterprises"
-        ),
-        tenant_id=outcome.tenant_id,
-    )
-    return _store(runtime, item, failed)
+        )
+    except errors.EnterpriseAlreadyRegistered as exc:
+        error = exc
+    return _store(runtime, item, Outcome(status="failed", error=error, tenant_id=outcome.tenant_id))
 
 
 def delivery_for(runtime: Runtime, item: FinishedItem, outcome: Outcome, code: str) -> Delivery:
@@ -157,14 +157,17 @@ def _consume(runtime: Runtime, code: str) -> None:
 
 
 def purge_expired(runtime: Runtime) -> int:
-    """Blank results nobody redeemed in time; returns how many."""
+    """Blank results nobody redeemed in time and drop expired flows; returns how many."""
+    now = runtime.now()
     with runtime.engine.begin() as connection:
-        result = connection.execute(
+        blanked = connection.execute(
             update(results)
-            .where(results.c.expires_at <= runtime.now(), results.c.payload != "{}")
+            .where(results.c.expires_at <= now, results.c.payload != "{}")
             .values(payload="{}")
         )
-    return int(result.rowcount)
+        # Unused flows still hold MSAL's PKCE verifier and nonce: nothing to keep.
+        dropped = connection.execute(delete(flows).where(flows.c.expires_at <= now))
+    return int(blanked.rowcount) + int(dropped.rowcount)
 
 
 def _store(runtime: Runtime, item: FinishedItem, outcome: Outcome) -> tuple[Outcome, str]:
@@ -188,13 +191,14 @@ def _store(runtime: Runtime, item: FinishedItem, outcome: Outcome) -> tuple[Outc
             )
         )
         if finished.rowcount != 1:
+            status = connection.execute(
+                select(action_items.c.status).where(action_items.c.id == item.action_item_id)
+            ).scalar_one()
+            if status == "revoked":  # the provider revoked it while the admin was away
+                raise errors.LinkRevoked("the provider withdrew this link")
             raise errors.LinkUsed("this link was already used")
         if outcome.register_tenant and outcome.tenant_id:
-            connection.execute(
-                update(enterprises)
-                .where(enterprises.c.id == item.enterprise_id)
-                .values(tenant_id=outcome.tenant_id, registered_at=now, updated_at=now)
-            )
+            _bind_tenant(connection, item, outcome.tenant_id, now)
         if outcome.consent_type and outcome.consent_status:
             _set_consent(connection, item.enterprise_id, outcome, now)
         payload = {
@@ -254,6 +258,33 @@ def _announce(
     )
 
 
+def _bind_tenant(connection: Connection, item: FinishedItem, tenant_id: str, now: datetime) -> None:
+    """Registration's effect; a second binding needs ``reregister`` on its action item.
+
+    Conditional, so two registration links racing cannot both bind. Moving to
+    another tenant forgets the old tenant's consents: they do not follow.
+    """
+    previous = connection.execute(
+        select(enterprises.c.tenant_id).where(enterprises.c.id == item.enterprise_id)
+    ).scalar_one()
+    binding = (
+        update(enterprises)
+        .where(enterprises.c.id == item.enterprise_id)
+        .values(tenant_id=tenant_id, registered_at=now, updated_at=now)
+    )
+    if not item.reregister:
+        binding = binding.where(enterprises.c.tenant_id.is_(None))
+    bound = connection.execute(binding)
+    if bound.rowcount != 1:
+        raise errors.EnterpriseAlreadyRegistered("the enterprise was registered meanwhile")
+    if previous is not None and previous != tenant_id:
+        connection.execute(
+            delete(enterprise_consents).where(
+                enterprise_consents.c.enterprise_id == item.enterprise_id
+            )
+        )
+
+
 def _set_consent(
     connection: Connection, enterprise_id: str, outcome: Outcome, now: datetime
 ) -> None:
@@ -264,20 +295,15 @@ def _set_consent(
     }
     if outcome.consent_status == "granted":
         values["granted_at"] = now
-    changed = connection.execute(
-        update(enterprise_consents)
-        .where(
-            enterprise_consents.c.enterprise_id == enterprise_id,
-            enterprise_consents.c.consent_type == outcome.consent_type,
-        )
-        .values(**values)
-    )
-    if changed.rowcount == 0:
-        connection.execute(
-            insert(enterprise_consents).values(
-                enterprise_id=enterprise_id, consent_type=outcome.consent_type, **values
-            )
-        )
+    # A real upsert: two first consents of one type must not both insert.
+    row = {"enterprise_id": enterprise_id, "consent_type": outcome.consent_type, **values}
+    keys = [enterprise_consents.c.enterprise_id, enterprise_consents.c.consent_type]
+    if connection.dialect.name == "postgresql":
+        pg = postgresql.insert(enterprise_consents).values(**row)
+        connection.execute(pg.on_conflict_do_update(index_elements=keys, set_=values))
+    else:
+        lite = sqlite.insert(enterprise_consents).values(**row)
+        connection.execute(lite.on_conflict_do_update(index_elements=keys, set_=values))
 
 
 def _result_jwt(runtime: Runtime, item: FinishedItem, outcome: Outcome, code: str) -> str:

@@ -13,7 +13,8 @@ from connexion.exceptions import ProblemException
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
-from connexion.validators import ParameterValidator
+from connexion.datastructures import MediaTypeDict
+from connexion.validators import VALIDATOR_MAP, FormDataValidator, ParameterValidator
 from starlette.exceptions import HTTPException
 
 from broker import errors
@@ -62,6 +63,23 @@ class NamedParameterValidator(ParameterValidator):  # type: ignore[misc]
         return f"{summary} - '{param.get('name', param_name)}'"
 
 
+class OpenFormDataValidator(FormDataValidator):  # type: ignore[misc]
+    """Form bodies whose schema allows ``additionalProperties`` accept unlisted fields.
+
+    Connexion's strict mode refuses them whatever the schema says; Microsoft's
+    form_post return may carry fields the spec does not list yet.
+    """
+
+    def _validate_params_strictly(self, data: dict[str, Any]) -> None:
+        if not self._schema.get("additionalProperties"):
+            super()._validate_params_strictly(data)
+
+
+BODY_VALIDATORS = MediaTypeDict(
+    {**VALIDATOR_MAP["body"], "application/x-www-form-urlencoded": OpenFormDataValidator}
+)
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
     """Build the ASGI app for ``settings`` (and an explicit ``runtime`` in tests)."""
     runtime = runtime or open_runtime(settings)
@@ -73,7 +91,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
         strict_validation=True,
         validate_responses=settings.mode == "sandbox",
         pythonic_params=True,
-        validator_map={"parameter": NamedParameterValidator},
+        validator_map={"parameter": NamedParameterValidator, "body": BODY_VALIDATORS},
         swagger_ui_options=SwaggerUIOptions(swagger_ui=True),
     )
     spec = yaml.safe_load(SPEC_PATH.read_text("utf-8"))

@@ -22,7 +22,7 @@ def launch_action(handle: str) -> Reply:
         **pages.redirect_headers(started.location),
         "Set-Cookie": (
             f"{started.cookie_name}={started.cookie_value}; Max-Age={started.cookie_max_age}; "
-            f"Path=/oauth/callback; HttpOnly; SameSite=Lax{secure}"
+            f"Path={started.cookie_path}; HttpOnly; SameSite=Lax{secure}"
         ),
     }
     return "", 302, headers
@@ -32,7 +32,7 @@ def complete_callback() -> Reply:
     """``completeCallback``: Microsoft's redirect back, checked and turned into an outcome."""
     params = {key: value for key, value in request.query_params.items()}
     done = flows.complete(current_runtime(), params, dict(request.cookies))
-    expire = f"{done.cookie_name}=; Max-Age=0; Path=/oauth/callback; HttpOnly; SameSite=Lax"
+    expire = f"{done.cookie_name}=; Max-Age=0; Path={done.cookie_path}; HttpOnly; SameSite=Lax"
     if done.delivery.mode == "form_post":
         body, headers = pages.form_post_page(done.delivery.location, done.delivery.form_fields)
         return body, 200, {**headers, "Set-Cookie": expire}
@@ -49,4 +49,5 @@ async def resume_form_post(body: dict[str, Any]) -> Reply:
     Answer with a 303 to our own GET step, where the browser sends the cookie.
     """
     fields = {k: str(v) for k, v in (body or {}).items() if isinstance(v, str | int)}
-    return "", 303, pages.redirect_headers("/oauth/callback?" + urlencode(fields))
+    path = flows.callback_path(current_runtime())
+    return "", 303, pages.redirect_headers(f"{path}?{urlencode(fields)}")

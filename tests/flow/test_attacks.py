@@ -49,18 +49,29 @@ def test_state_replayed_after_completion_is_refused(world: World) -> None:
 
 
 def test_two_callbacks_racing_with_one_state_give_one_outcome(world: World) -> None:
-    params, _ = started(world)
+    """Four browsers holding the same state and cookie arrive together: one outcome only."""
+    params, launched = started(world)
+    name, value = launched.headers["set-cookie"].split(";", 1)[0].split("=", 1)
+    browsers = []
+    for _ in range(4):
+        browser = other_browser(world)
+        browser.cookies.set(name, value, domain="broker.test", path="/oauth/callback")
+        browsers.append(browser)
+    gate = threading.Barrier(len(browsers))
     answers: list[int] = []
 
-    def hit() -> None:
-        answers.append(world.callback(params).status_code)
+    def hit(browser: Any) -> None:
+        gate.wait()
+        answers.append(world.callback(params, browser=browser).status_code)
 
-    threads = [threading.Thread(target=hit) for _ in range(4)]
+    threads = [threading.Thread(target=hit, args=(b,)) for b in browsers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert sorted(answers) == [303, 409, 409, 409]
+    items = world.broker.get("/events", headers=world.headers).json()["items"]
+    assert [e["type"] for e in items].count("actionItem.completed") == 1
 
 
 def test_state_replayed_from_another_browser_is_refused(world: World) -> None:
@@ -223,3 +234,36 @@ def test_launch_sends_the_state_but_no_flow_secret_to_microsoft(world: World) ->
     assert "code_verifier" not in query
     claims = jwt.decode(query["state"][0], options={"verify_signature": False})
     assert set(claims) == {"iss", "aud", "iat", "exp", "jti", "itm", "aty", "cbu", "bnd"}
+
+
+def test_form_post_return_is_bounced_to_the_get_step_where_the_cookie_arrives(
+    world: World,
+) -> None:
+    """A cross-site POST carries no Lax cookie: the broker answers 303 to its own GET."""
+    params, _ = started(world)
+    posted = world.broker.post(
+        "/oauth/callback", data={**params, "future_field": "x"}, follow_redirects=False
+    )
+    assert posted.status_code == 303
+    location = posted.headers["location"]
+    assert location.startswith("/oauth/callback?")
+    query = returned(world.broker.get(location, follow_redirects=False))
+    assert query["status"] == "completed"
+
+
+def test_sign_in_answer_without_code_or_error_still_reaches_the_provider(world: World) -> None:
+    """A spent flow never strands the outcome: it is recorded as a failure and delivered."""
+    params, _ = started(world)
+    del params["code"]
+    query = returned(world.callback(params))
+    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_ERROR")
+
+
+def test_revoke_racing_the_admins_return_shows_revoked(world: World) -> None:
+    link = world.link("REGISTRATION")
+    launched = world.click(link["url"])
+    params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)
+    world.broker.post(f"/actionItems/{link['actionItemId']}/revoke", headers=world.headers)
+    assert_page(world.callback(params), 410, "LINK_REVOKED")
+    item = world.broker.get(f"/actionItems/{link['actionItemId']}", headers=world.headers).json()
+    assert item["status"] == "revoked"

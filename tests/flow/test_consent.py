@@ -195,3 +195,30 @@ def test_grant_lacking_roles_or_tenant_is_not_reported_as_success(
         world.callback(world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN))
     )
     assert (query["status"], query["errorCode"]) == ("failed", "CONSENT_NOT_CONFIRMED")
+
+
+def test_unknown_tenant_at_microsoft_is_a_recorded_failure_not_a_500(world: World) -> None:
+    """Microsoft refuses discovery for a deleted tenant: the outcome still reaches the provider."""
+    from urllib.parse import parse_qs, urlsplit
+
+    world.register("0b0b0b0b-0000-4000-8000-000000000dead")
+    launched = world.click(world.link("GET_PRESENCE_CONSENT")["url"])
+    state = parse_qs(urlsplit(launched.headers["location"]).query)["state"][0]
+    query = returned(world.callback({"admin_consent": "True", "state": state}))
+    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_ERROR")
+
+
+def test_worker_survives_a_tenant_microsoft_refuses(world: World) -> None:
+    from broker.confirmations import confirm_pending
+
+    world.register()
+    world.emulator.set_consent_propagation_delay(600)
+    launched = world.click(world.link("GET_CDR_CONSENT")["url"])
+    returned(world.callback(world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)))
+    world.emulator.fail_next_token_requests(5, status=500)
+    assert confirm_pending(world.runtime).checked == 1  # no exception escapes
+    world.clock.advance(seconds=600)
+    granted = 0
+    for _ in range(6):  # the remaining injected failures are used up, then it goes through
+        granted += confirm_pending(world.runtime).granted
+    assert granted == 1
