@@ -98,7 +98,11 @@ def parse_callback_url(raw: str, *, development: bool) -> CallbackUrl:
         raise errors.CallbackUrlSchemeNotAllowed(f"scheme {scheme!r} is not allowed")
     if not raw[len(scheme) + 1 :].startswith("//"):
         raise errors.CallbackUrlMalformed("callback URL has no authority (expected scheme://host)")
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.hostname  # noqa: B018 - urllib parses (and may refuse) brackets lazily
+    except ValueError:
+        raise errors.CallbackUrlMalformed("callback URL does not parse") from None
     if "@" in parts.netloc:
         raise errors.CallbackUrlUserinfo("callback URL must not contain user information")
     if "#" in raw:

@@ -9,11 +9,11 @@ from typing import Any
 
 import yaml
 from connexion import AsyncApp
+from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
-from connexion.datastructures import MediaTypeDict
 from connexion.validators import VALIDATOR_MAP, FormDataValidator, ParameterValidator
 from starlette.exceptions import HTTPException
 
@@ -113,6 +113,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
     app.add_middleware(
         middleware.RuntimeMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, runtime=runtime
     )
+    app.add_middleware(middleware.BrowserPathGuard, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
         middleware.SecurityHeadersMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION
     )

@@ -20,6 +20,28 @@ from handlers.context import SCOPE_KEY
 from handlers.problems import BROWSER_PATHS, MEDIA_TYPE, problem_document, problem_headers
 
 
+class BrowserPathGuard:
+    """Admin-facing paths are exact: anything else there is the link-not-found page.
+
+    Without this, Starlette answers a decoded trailing slash (``/actions/%2e%2e%2f``)
+    with a 307 redirect; the admin's browser must never be redirected by a typo.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(BROWSER_PATHS):
+            path = scope["path"]
+            handle = path[len("/actions/") :] if path.startswith("/actions/") else None
+            if (handle is not None and (not handle or "/" in handle)) or (
+                handle is None and path != "/oauth/callback"
+            ):
+                await _send_problem(send, errors.LinkNotFound("this link is not valid"), path)
+                return
+        await self.app(scope, receive, send)
+
+
 class RuntimeMiddleware:
     """Expose the app's :class:`Runtime` to handlers through the scope."""
 
