@@ -10,6 +10,8 @@
     ctt-broker provider add-callback PROVIDER URL
     ctt-broker provider remove-callback PROVIDER URL
     ctt-broker sandbox-provider
+    ctt-broker provider set-webhook PROVIDER (URL | --clear) [--include-tokens]
+    ctt-broker provider rotate-webhook-secret PROVIDER [--overlap SECONDS]
     ctt-broker worker [--once] [--interval SECONDS]
 
 PROVIDER is a provider id (``prv_...``) or name. Exit codes: 0 done, 1 refused
@@ -28,7 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from broker import errors, providers
+from broker import errors, providers, webhooks
 from broker.migrate import pending_revisions, upgrade_database
 from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, SettingsError, load_settings
@@ -81,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = provider.add_parser("revoke-key", help="revoke one key at once")
     revoke.add_argument("provider")
     revoke.add_argument("key_id")
+    hook = provider.add_parser("set-webhook", help="set or clear the webhook URL")
+    hook.add_argument("provider")
+    hook.add_argument("url", nargs="?")
+    hook.add_argument("--clear", action="store_true", help="stop sending webhooks")
+    hook.add_argument(
+        "--include-tokens",
+        action="store_true",
+        help="put the MSAL result (never the refresh token unless shared) in sign-in events",
+    )
+    secret = provider.add_parser(
+        "rotate-webhook-secret", help="new signing secret; the old one signs too for a while"
+    )
+    secret.add_argument("provider")
+    secret.add_argument("--overlap", type=int, default=86400, metavar="SECONDS")
     for name, verb in (("add-callback", "allow"), ("remove-callback", "stop allowing")):
         sub = provider.add_parser(name, help=f"{verb} a callback URL")
         sub.add_argument("provider")
@@ -150,6 +166,7 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
         print("ctt-broker: --interval must be between 0.5 and 3600 seconds", file=err)
         return EXIT_USAGE
     runtime = open_runtime(settings)
+    client = webhooks.make_webhook_client()
     try:
         if pending_revisions(runtime.engine):
             print(
@@ -161,16 +178,19 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
             try:
                 done = confirm_pending(runtime)
                 purged = purge_expired(runtime)
+                webhooks.enqueue_new_events(runtime)
+                sent = webhooks.deliver_due(runtime, client)
             except Exception as exc:  # keep working: the next pass may succeed
                 print(f"worker: pass failed ({type(exc).__name__})", file=err, flush=True)
                 if args.once:
                     return EXIT_REFUSED
                 time.sleep(args.interval)
                 continue
-            if args.once or done.checked or purged:
+            if args.once or done.checked or purged or sent.attempted:
                 print(
                     f"worker: checked {done.checked} pending consents "
-                    f"({done.granted} granted, {done.failed} failed), purged {purged} results",
+                    f"({done.granted} granted, {done.failed} failed), purged {purged}, "
+                    f"webhooks {sent.delivered}/{sent.attempted} delivered",
                     file=out,
                     flush=True,
                 )
@@ -180,6 +200,7 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
     except KeyboardInterrupt:
         return 0
     finally:
+        client.close()
         runtime.engine.dispose()
 
 
@@ -204,7 +225,12 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
             webhook_url=args.webhook_url,
             share_refresh_token=args.share_refresh_token,
         )
-        return _print_key(out, args.json, provider.provider_id, provider.name, key)
+        code = _print_key(out, args.json, provider.provider_id, provider.name, key)
+        if args.webhook_url:
+            fresh = webhooks.ensure_webhook_secret(runtime, provider.provider_id)
+            if fresh and not args.json:
+                print(f"webhook secret {fresh}", file=out)
+        return code
     if action == "list":
         now = runtime.now()
         listing = [_provider_summary(p, now) for p in providers.list_providers(runtime)]
@@ -222,6 +248,16 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
     if action == "revoke-key":
         providers.revoke_key(runtime, args.provider, args.key_id)
         print(f"revoked {args.key_id}", file=out)
+        return 0
+    if action == "set-webhook":
+        return _set_webhook(runtime, args, out)
+    if action == "rotate-webhook-secret":
+        provider = providers.get_provider(runtime, args.provider)
+        fresh = webhooks.rotate_webhook_secret(
+            runtime, provider.provider_id, overlap_seconds=args.overlap
+        )
+        print(f"webhook secret {fresh}", file=out)
+        print("Shown only now. Old secrets keep signing during the overlap.", file=out)
         return 0
     if action == "add-callback":
         print(f"allowed {providers.add_callback(runtime, args.provider, args.url)}", file=out)
@@ -261,6 +297,24 @@ def _sandbox_provider(runtime: Runtime, out: TextIO) -> int:
     print(f"API key          {record['apiKey']}", file=out)
     print(f"callback URLs    {', '.join(SANDBOX_CALLBACKS)}", file=out)
     print(f"API docs         {settings.public_base_url}/ui/", file=out)
+    return 0
+
+
+def _set_webhook(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
+    if args.clear == bool(args.url):
+        raise errors.InvalidRequest("give a webhook URL or --clear, not both or neither")
+    provider = providers.get_provider(runtime, args.provider)
+    providers.set_webhook_url(
+        runtime, provider.provider_id, None if args.clear else args.url, args.include_tokens
+    )
+    if args.clear:
+        print(f"webhooks off for {provider.name}", file=out)
+        return 0
+    print(f"webhooks for {provider.name} go to {args.url}", file=out)
+    fresh = webhooks.ensure_webhook_secret(runtime, provider.provider_id)
+    if fresh:
+        print(f"webhook secret {fresh}", file=out)
+        print("Shown only now: verify each webhook's signature with it.", file=out)
     return 0
 
 

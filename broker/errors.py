@@ -255,6 +255,20 @@ class EventNotFound(NotFound):
     title = "Event not found"
 
 
+class DeliveryInProgress(Conflict):
+    """Raised when asking to redeliver an event while an attempt is in flight."""
+
+    code = "DELIVERY_IN_PROGRESS"
+    title = "The event is being delivered right now"
+
+
+class WebhookNotConfigured(Conflict):
+    """Raised when asking to redeliver for a provider that has no webhook URL."""
+
+    code = "WEBHOOK_NOT_CONFIGURED"
+    title = "No webhook URL is configured"
+
+
 class ProviderNotFound(NotFound):
     """Raised by provider management when the provider id or name is unknown."""
 

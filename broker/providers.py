@@ -273,15 +273,20 @@ def remove_callback(runtime: Runtime, ref: str, url: str) -> None:
         raise errors.NotFound(f"{url!r} is not an allowed callback of {provider.name!r}")
 
 
-def set_webhook_url(runtime: Runtime, ref: str, url: str | None) -> None:
-    """Set or clear the provider's webhook URL (checked like a callback URL)."""
+def set_webhook_url(
+    runtime: Runtime, ref: str, url: str | None, include_tokens: bool = False
+) -> None:
+    """Set or clear the provider's webhook URL (checked like a callback URL).
+
+    ``include_tokens`` puts the MSAL result into sign-in events.
+    """
     provider = get_provider(runtime, ref)
     webhook = _checked_webhook(url, provider.development)
     with runtime.engine.begin() as connection:
         connection.execute(
             update(providers)
             .where(providers.c.id == provider.provider_id)
-            .values(webhook_url=webhook)
+            .values(webhook_url=webhook, webhook_include_tokens=include_tokens and bool(webhook))
         )
 
 

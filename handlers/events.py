@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
-from broker import events
+from broker import errors, events, webhooks
 from handlers import views
 from handlers.context import current_runtime
 
@@ -61,3 +62,22 @@ def list_audit_entries(
 def _time(value: str | None) -> datetime | None:
     # Connexion checked the date-time format; fromisoformat in 3.11 reads RFC 3339.
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def list_delivery_attempts(event_id: str, user: str) -> views.Reply:
+    """``listDeliveryAttempts``."""
+    runtime = current_runtime()
+    events.get_event(runtime, user, event_id)  # 404 for unknown or foreign events
+    report: dict[str, object] = {
+        "attempts": [views.attempt(a) for a in webhooks.list_attempts(runtime, user, event_id)]
+    }
+    with contextlib.suppress(errors.EventNotFound):  # never queued: no webhook URL then
+        report["delivery"] = views.delivery(webhooks.get_delivery(runtime, user, event_id))
+    return views.reply(report)
+
+
+def redeliver_event(event_id: str, user: str) -> views.Reply:
+    """``redeliverEvent``."""
+    runtime = current_runtime()
+    events.get_event(runtime, user, event_id)
+    return views.reply(views.delivery(webhooks.redeliver(runtime, user, event_id)), 202)

@@ -9,6 +9,7 @@ from broker.action_items import ActionItem, IssuedActionItem
 from broker.catalog import ActionSpec
 from broker.enterprises import Enterprise
 from broker.events import AuditEntry
+from broker.webhooks import WebhookAttempt, WebhookDelivery
 
 Reply = tuple[dict[str, Any], int, dict[str, str]]
 
@@ -114,4 +115,34 @@ def audit_entry(value: AuditEntry) -> dict[str, Any]:
         "actionItemId": value.action_item_id,
         "details": value.details,
         "createdAt": timestamp(value.created_at),
+    }
+
+
+def delivery(value: WebhookDelivery) -> dict[str, Any]:
+    """The ``Delivery`` schema."""
+    return {
+        "eventId": value.event_id,
+        "url": value.url,
+        "status": value.status,
+        "attempts": value.attempts,
+        "nextAttemptAt": timestamp(value.next_attempt_at)
+        if value.status in ("pending", "delivering")
+        else None,
+        "giveUpAt": timestamp(value.give_up_at),
+        "deliveredAt": timestamp(value.delivered_at),
+        "lastStatusCode": value.last_status_code,
+        "lastError": value.last_error,
+    }
+
+
+def attempt(value: WebhookAttempt) -> dict[str, Any]:
+    """The ``DeliveryAttempt`` schema."""
+    return {
+        "attempt": value.attempt,
+        "url": value.url,
+        "startedAt": timestamp(value.started_at),
+        "durationMs": value.duration_ms,
+        "statusCode": value.status_code,
+        "error": value.error,
+        "outcome": value.outcome,
     }

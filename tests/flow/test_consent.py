@@ -201,7 +201,7 @@ def test_unknown_tenant_at_microsoft_is_a_recorded_failure_not_a_500(world: Worl
     """Microsoft refuses discovery for a deleted tenant: the outcome still reaches the provider."""
     from urllib.parse import parse_qs, urlsplit
 
-    world.register("0b0b0b0b-0000-4000-8000-000000000dead")
+    world.register("0b0b0b0b-0000-4000-8000-00000000dead")
     launched = world.click(world.link("GET_PRESENCE_CONSENT")["url"])
     state = parse_qs(urlsplit(launched.headers["location"]).query)["state"][0]
     query = returned(world.callback({"admin_consent": "True", "state": state}))

@@ -112,3 +112,52 @@ def test_key_rotation_is_audited(world: World) -> None:
     assert entries[-1]["action"] == "apiKey.rotated"
     assert entries[-1]["actor"] == "operator"
     assert entries[-1]["details"]["newKeyId"] == new.key_id
+
+
+def test_webhook_attempts_are_listed_and_an_event_can_be_redelivered(world: World) -> None:
+    import httpx
+
+    from broker import providers, webhooks
+
+    providers.set_webhook_url(world.runtime, world.provider_id, "https://hooks.portal.example/in")
+    secret = webhooks.ensure_webhook_secret(world.runtime, world.provider_id)
+    assert secret and secret.startswith("whsec_")
+    returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    received: list[httpx.Request] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(204)
+
+    client = httpx.Client(transport=httpx.MockTransport(receiver))
+    assert webhooks.enqueue_new_events(world.runtime) == 2
+
+    def deliver() -> webhooks.DeliveryPass:
+        return webhooks.deliver_due(world.runtime, client, resolve=lambda host: ["52.96.0.1"])
+
+    assert deliver().delivered == 2
+    event_id = list_events(world)["items"][0]["id"]
+    first = received[0]
+    assert first.headers["webhook-id"] == event_id
+    timestamp = int(first.headers["webhook-timestamp"])  # the test clock's time, not now
+    assert first.headers["webhook-signature"] == webhooks.sign_webhook(
+        [secret], event_id, timestamp, first.content.decode()
+    )
+    report = world.broker.get(f"/events/{event_id}/attempts", headers=world.headers).json()
+    assert report["delivery"]["status"] == "delivered"
+    assert [a["outcome"] for a in report["attempts"]] == ["delivered"]
+    again = world.broker.post(f"/events/{event_id}/redeliver", headers=world.headers)
+    assert again.status_code == 202 and again.json()["status"] == "pending"
+    assert deliver().delivered == 1
+    assert received[-1].headers["webhook-id"] == event_id  # same id: receivers dedupe
+    report = world.broker.get(f"/events/{event_id}/attempts", headers=world.headers).json()
+    assert len(report["attempts"]) == 2
+
+
+def test_redelivery_without_a_webhook_url_is_refused(world: World) -> None:
+    returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    event_id = list_events(world)["items"][0]["id"]
+    report = world.broker.get(f"/events/{event_id}/attempts", headers=world.headers).json()
+    assert report == {"attempts": []}
+    refused = world.broker.post(f"/events/{event_id}/redeliver", headers=world.headers)
+    assert refused.status_code == 409 and refused.json()["code"] == "WEBHOOK_NOT_CONFIGURED"

@@ -125,3 +125,30 @@ def test_sandbox_provider_is_refused_in_production(tmp_path: Path) -> None:
     run(["db", "upgrade"], env)
     code, _, err = run(["sandbox-provider"], env)
     assert code == EXIT_REFUSED and "sandbox mode" in err
+
+
+def test_webhook_url_and_secret_from_the_console(
+    database: Database, tmp_path: Path, runtime: object
+) -> None:
+    env = env_for(database, tmp_path)
+    assert (
+        run(["provider", "create", "Hooked", "--callback", "https://portal.example.com/cb"], env)[0]
+        == 0
+    )
+    code, out, _ = run(
+        ["provider", "set-webhook", "Hooked", "https://hooks.example.com/in", "--include-tokens"],
+        env,
+    )
+    assert code == 0 and "webhook secret whsec_" in out
+    code, out, _ = run(["provider", "set-webhook", "Hooked", "https://hooks.example.com/in2"], env)
+    assert code == 0 and "whsec_" not in out  # the secret is shown once
+    code, out, _ = run(["provider", "rotate-webhook-secret", "Hooked", "--overlap", "60"], env)
+    assert code == 0 and "whsec_" in out
+    assert run(["provider", "set-webhook", "Hooked"], env)[0] == EXIT_REFUSED
+    code, _, err = run(
+        ["provider", "set-webhook", "Hooked", "https://u:p@hooks.example.com/in"], env
+    )
+    assert code == EXIT_REFUSED and "CALLBACK_URL_USERINFO" in err
+    assert run(["provider", "set-webhook", "Hooked", "--clear"], env)[0] == 0
+    listing = json.loads(run(["provider", "list"], env)[1])
+    assert listing[0]["webhookUrl"] is None

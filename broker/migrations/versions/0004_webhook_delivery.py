@@ -94,7 +94,5 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_deliveries_provider_id_event_id", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_status_next_attempt_at", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
-    op.drop_index(
-        "ix_provider_webhook_secrets_provider_id", table_name="provider_webhook_secrets"
-    )
+    op.drop_index("ix_provider_webhook_secrets_provider_id", table_name="provider_webhook_secrets")
     op.drop_table("provider_webhook_secrets")
