@@ -7,8 +7,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := contracts/node_modules/.installed
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup run lint test clean
+.PHONY: setup test-setup run lint test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	npm ci --prefix contracts --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 setup: $(STAMP)
+
+# The test tools beyond Python: the spec linter and TypeScript generator (npm), and Debian's
+# Chromium for the browser tests (installed with apt when missing and we may; Playwright
+# never downloads a browser of its own).
+test-setup: setup $(NODE_STAMP)
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: $(CHROMIUM) missing: browser tests will be skipped (apt-get install chromium)"; fi; }
 
 run: setup
 	$(BIN)/python -m sandbox
@@ -26,8 +41,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: test-setup lint
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis contracts/node_modules artifacts

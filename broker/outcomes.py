@@ -295,6 +295,15 @@ def _set_consent(
     }
     if outcome.consent_status == "granted":
         values["granted_at"] = now
+    existing = connection.execute(
+        select(enterprise_consents.c.status).where(
+            enterprise_consents.c.enterprise_id == enterprise_id,
+            enterprise_consents.c.consent_type == outcome.consent_type,
+        )
+    ).scalar_one_or_none()
+    if existing == "granted" and outcome.consent_status != "granted":
+        # A cancelled or unconfirmed repeat does not undo a grant Microsoft holds.
+        return
     # A real upsert: two first consents of one type must not both insert.
     row = {"enterprise_id": enterprise_id, "consent_type": outcome.consent_type, **values}
     keys = [enterprise_consents.c.enterprise_id, enterprise_consents.c.consent_type]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from broker import providers
@@ -63,3 +72,106 @@ def build_contract_app() -> ContractApp:
 @pytest.fixture(scope="session")
 def contract_app() -> ContractApp:
     return build_contract_app()
+
+
+# -- Node tooling (spec lint, TypeScript client) -----------------------------------------------
+# `.ci/run` installs it once, before the tests: `npm ci --prefix contracts` (versions pinned in
+# contracts/package.json and contracts/package-lock.json). A missing install fails, never skips.
+
+CONTRACTS = REPO / "contracts"
+NODE_BIN = CONTRACTS / "node_modules" / ".bin"
+# No telemetry, no update checks: the suite talks to nothing but its own servers.
+NODE_ENV = {"REDOCLY_TELEMETRY": "off", "REDOCLY_SUPPRESS_UPDATE_NOTICE": "true", "CI": "true"}
+
+
+def node_tool(name: str) -> Path:
+    """The path of an npm-installed command in contracts/node_modules, or a clear failure."""
+    path = NODE_BIN / name
+    if not path.exists():
+        pytest.fail(
+            f"{path.relative_to(REPO)} is missing: run `npm ci --prefix contracts` "
+            "(Node >= 20.19) before the contract suite",
+            pytrace=False,
+        )
+    return path
+
+
+# -- The sandbox (`python -m sandbox`) as a subprocess, for the generated-client flows ----------
+
+SANDBOX_STARTUP_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    """Broker, Microsoft emulator and demo portal on free loopback ports."""
+
+    broker: str
+    emulator: str
+    portal: str
+    data_dir: Path
+    log: Path
+
+    @property
+    def api_key(self) -> str:
+        record = json.loads((self.data_dir / "sandbox-provider.json").read_text("utf-8"))
+        return str(record["apiKey"])
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.portal}/callback"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def running_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """``python -m sandbox`` started once per session, like tests/sandbox/test_sandbox.py."""
+    data = tmp_path_factory.mktemp("contract-sandbox")
+    broker_port, emulator_port, portal_port = _free_port(), _free_port(), _free_port()
+    broker = f"http://127.0.0.1:{broker_port}"
+    emulator = f"http://127.0.0.1:{emulator_port}"
+    portal = f"http://127.0.0.1:{portal_port}"
+    env = {
+        # Test-only CTT_ variables would be refused as unknown settings.
+        **{k: v for k, v in os.environ.items() if not k.startswith("CTT_")},
+        "CTT_BIND": f"127.0.0.1:{broker_port}",
+        "CTT_PUBLIC_BASE_URL": broker,
+        "CTT_LOGIN_BROWSER_URL": emulator,
+        "CTT_LOGIN_TRANSPORT_URL": emulator,
+        "SANDBOX_EMULATOR_PORT": str(emulator_port),
+        "SANDBOX_PORTAL_PORT": str(portal_port),
+        "CTT_DATA_DIR": str(data),
+        "CTT_WORKERS": "1",
+    }
+    log = data / "sandbox.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        deadline = time.monotonic() + SANDBOX_STARTUP_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{portal}/static/portal.css", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(log.read_text("utf-8", "replace"))
+            time.sleep(0.2)
+        yield RunningSandbox(broker, emulator, portal, data, log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=SANDBOX_STARTUP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -221,7 +221,7 @@ margin-bottom:18px}
 h1{font-size:21px;margin:0 0 12px}h2{font-size:16px;margin:0 0 10px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #edf0f5;vertical-align:top}
-th{font-weight:600;color:#4a5568;width:28%}
+th{font-weight:600;color:#4a5568;width:auto}
 code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f1f3f7;padding:1px 4px;
 border-radius:3px}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:13px;background:#e2e8f0}
