@@ -378,7 +378,7 @@ def _serve(
     command = [
         gunicorn,
         "--worker-class",
-        "uvicorn_worker.UvicornWorker",
+        "handlers.worker.BrokerWorker",
         "--bind",
         bind,
         "--workers",
