@@ -269,6 +269,7 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
 
 SANDBOX_PROVIDER = "Sandbox Provider"
 SANDBOX_CALLBACKS = ("http://127.0.0.1:8090/callback", "http://localhost:8090/callback")
+SANDBOX_WEBHOOK = "http://127.0.0.1:8090/webhooks"
 
 
 def _sandbox_provider(runtime: Runtime, out: TextIO) -> int:
@@ -280,6 +281,7 @@ def _sandbox_provider(runtime: Runtime, out: TextIO) -> int:
     try:
         record = json.loads(key_file.read_text("utf-8"))
         providers.authenticate(runtime, record["apiKey"])
+        record["webhookSecret"]
     except (OSError, ValueError, KeyError, errors.Unauthenticated):
         try:
             provider, key = providers.create_provider(
@@ -289,13 +291,23 @@ def _sandbox_provider(runtime: Runtime, out: TextIO) -> int:
         except errors.ProviderNameTaken:
             key = providers.rotate_key(runtime, SANDBOX_PROVIDER, overlap_seconds=0)
             provider_id = providers.get_provider(runtime, SANDBOX_PROVIDER).provider_id
-        record = {"providerId": provider_id, "keyId": key.key_id, "apiKey": key.api_key}
+        providers.set_webhook_url(runtime, provider_id, SANDBOX_WEBHOOK)
+        secret = webhooks.ensure_webhook_secret(
+            runtime, provider_id
+        ) or webhooks.rotate_webhook_secret(runtime, provider_id, overlap_seconds=0)
+        record = {
+            "providerId": provider_id,
+            "keyId": key.key_id,
+            "apiKey": key.api_key,
+            "webhookSecret": secret,
+        }
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         key_file.touch(mode=0o600)
         key_file.write_text(json.dumps(record), "utf-8")
     print(f"sandbox provider {record['providerId']}", file=out)
     print(f"API key          {record['apiKey']}", file=out)
     print(f"callback URLs    {', '.join(SANDBOX_CALLBACKS)}", file=out)
+    print(f"webhook URL      {SANDBOX_WEBHOOK}", file=out)
     print(f"API docs         {settings.public_base_url}/ui/", file=out)
     return 0
 

@@ -145,6 +145,11 @@ def prepare(plan: Plan, settings: Settings) -> dict[str, str]:
         argv = ["provider", "add-callback", record["providerId"], callback]
         if cli.main(argv, env=plan.env, out=quiet, err=problems) != 0:
             raise SandboxError(f"cannot allow {callback}: {problems.getvalue().strip()}")
+    webhook = f"{plan.portal_url}/webhooks"
+    if webhook != cli.SANDBOX_WEBHOOK:
+        argv = ["provider", "set-webhook", record["providerId"], webhook]
+        if cli.main(argv, env=plan.env, out=quiet, err=problems) != 0:
+            raise SandboxError(f"cannot send webhooks to {webhook}: {problems.getvalue().strip()}")
     return record
 
 
@@ -291,6 +296,7 @@ def run(source: Mapping[str, str]) -> int:
             broker_public_url=settings.public_base_url,
             provider_id=record["providerId"],
             api_key=record["apiKey"],
+            webhook_secret=record.get("webhookSecret"),
             portal_url=plan.portal_url,
         )
         servers.append(ThreadServer("portal", create_portal_app(portal_config), plan.portal_port))

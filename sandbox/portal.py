@@ -13,8 +13,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -26,6 +26,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from broker.webhooks import WebhookVerificationError, verify_webhook
 
 log = logging.getLogger("sandbox.portal")
 
@@ -50,6 +52,7 @@ class PortalConfig:
     provider_id: str
     api_key: str = field(repr=False)
     portal_url: str = "http://127.0.0.1:8090"
+    webhook_secret: str | None = field(default=None, repr=False)
 
     @property
     def callback_url(self) -> str:
@@ -89,6 +92,7 @@ class Portal:
         self.states: OrderedDict[str, IssuedState] = OrderedDict()
         self.enterprise_id: str | None = None
         self.jwks: dict[str, Any] = {}
+        self.webhooks: deque[dict[str, Any]] = deque(maxlen=50)
 
     # -- broker API -----------------------------------------------------------------------
 
@@ -446,7 +450,22 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
             + _enterprise_section(enterprise)
             + _actions_section(types, registered)
         )
-        return _page("Your enterprise", body)
+        return _page("Your enterprise", body + _webhooks_section(portal.webhooks))
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        secret = config.webhook_secret
+        try:
+            if not secret or len(body) > MAX_FORM_BYTES:
+                raise WebhookVerificationError("no secret configured or body too large")
+            event = verify_webhook(secret, body, dict(request.headers))
+        except WebhookVerificationError as exc:
+            portal.webhooks.appendleft({"verified": False, "problem": str(exc)})
+            return Response("signature rejected", status_code=400, media_type="text/plain")
+        seen = {w.get("id") for w in portal.webhooks}
+        if event.get("id") not in seen:  # retries carry the same webhook-id: keep one
+            portal.webhooks.appendleft({"verified": True, **event})
+        return Response(status_code=204)
 
     async def start(request: Request) -> Response:
         form = await _form(request)
@@ -529,6 +548,7 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
             Route("/start", start, methods=["POST"]),
             Route("/callback", callback_get, methods=["GET"]),
             Route("/callback", callback_post, methods=["POST"]),
+            Route("/webhooks", webhook, methods=["POST"]),
             Route("/static/portal.css", stylesheet, methods=["GET"]),
         ],
         lifespan=lifespan,
@@ -548,6 +568,36 @@ async def _form(request: Request) -> dict[str, str]:
     for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
         fields.setdefault(name, value)
     return fields
+
+
+def _webhooks_section(received: Iterable[dict[str, Any]]) -> str:
+    rows = []
+    for item in list(received)[:15]:
+        if not item.get("verified"):
+            rows.append(
+                f"<tr><td>{_badge('rejected')}</td><td colspan=3>{escape(str(item.get('problem')))}"
+                "</td></tr>"
+            )
+            continue
+        data = item.get("data") or {}
+        rows.append(
+            f"<tr><td>{_badge('verified')}</td><td>{_code(item.get('type'))}</td>"
+            f"<td>{escape(str(data.get('actionType')))}: {_badge(data.get('status'))} "
+            f"{_code(data.get('errorCode')) if data.get('errorCode') else ''}</td>"
+            f"<td>{escape(str(item.get('timestamp')))}</td></tr>"
+        )
+    table = (
+        "<table><tr><th>signature</th><th>event</th><th>outcome</th><th>at</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        if rows
+        else "<p>None yet. The broker's worker delivers them a few seconds after each outcome.</p>"
+    )
+    return (
+        "<section><h2>Webhooks received</h2><p>Signed to the Standard Webhooks scheme and "
+        "verified with the portal's secret; retries are recognised by their id.</p>"
+        f"{table}</section>"
+    )
 
 
 def _state_check(issued: IssuedState | None, action_type: str | None) -> str:

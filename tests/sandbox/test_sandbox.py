@@ -204,6 +204,17 @@ def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox)
         assert "LOGIN_ENTERPRISE_ADMIN: completed" in signed_in.text
         assert "form_post result JWT" in signed_in.text
 
+    # The worker delivers each outcome as a signed webhook; the portal verifies and lists it.
+    deadline = time.monotonic() + 20
+    while True:
+        page = httpx.get(f"{sandbox.portal}/", timeout=5).text
+        section = page.split("Webhooks received", 1)[-1]
+        if section.count("consent.granted") >= 1 and "enterprise.registered" in section:
+            break
+        assert time.monotonic() < deadline, section[:2000]
+        time.sleep(0.5)
+    assert "rejected" not in section
+
     print("\nREGISTRATION hops:         ", describe(registration_hops, sandbox))
     print("GET_PRESENCE_CONSENT hops: ", describe(consent_hops, sandbox))
     print("LOGIN (form_post) hops:    ", describe(form_post_hops, sandbox))
