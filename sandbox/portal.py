@@ -223,7 +223,7 @@ main{max-width:920px;margin:24px auto;padding:0 20px}
 section{background:#fff;border:1px solid #dde3ec;border-radius:8px;padding:16px 20px;
 margin-bottom:18px}
 h1{font-size:21px;margin:0 0 12px}h2{font-size:16px;margin:0 0 10px}
-table{border-collapse:collapse;width:100%}
+table{border-collapse:collapse;width:100%}td{overflow-wrap:anywhere}
 th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #edf0f5;vertical-align:top}
 th{font-weight:600;color:#4a5568;width:auto}
 code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f1f3f7;padding:1px 4px;
