@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from broker import providers
@@ -25,6 +18,7 @@ from broker.migrate import upgrade_database
 from broker.runtime import open_runtime
 from broker.settings import load_settings
 from handlers.app import create_app
+from sandbox.launch import launched_sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,8 +92,6 @@ def node_tool(name: str) -> Path:
 
 # -- The sandbox (`python -m sandbox`) as a subprocess, for the generated-client flows ----------
 
-SANDBOX_STARTUP_SECONDS = 30
-
 
 @dataclass(frozen=True)
 class RunningSandbox:
@@ -121,57 +113,10 @@ class RunningSandbox:
         return f"{self.portal}/callback"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def running_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    """``python -m sandbox`` started once per session, like tests/sandbox/test_sandbox.py."""
-    data = tmp_path_factory.mktemp("contract-sandbox")
-    broker_port, emulator_port, portal_port = _free_port(), _free_port(), _free_port()
-    broker = f"http://127.0.0.1:{broker_port}"
-    emulator = f"http://127.0.0.1:{emulator_port}"
-    portal = f"http://127.0.0.1:{portal_port}"
-    env = {
-        # Test-only CTT_ variables would be refused as unknown settings.
-        **{k: v for k, v in os.environ.items() if not k.startswith("CTT_")},
-        "CTT_BIND": f"127.0.0.1:{broker_port}",
-        "CTT_PUBLIC_BASE_URL": broker,
-        "CTT_LOGIN_BROWSER_URL": emulator,
-        "CTT_LOGIN_TRANSPORT_URL": emulator,
-        "SANDBOX_EMULATOR_PORT": str(emulator_port),
-        "SANDBOX_PORTAL_PORT": str(portal_port),
-        "CTT_DATA_DIR": str(data),
-        "CTT_WORKERS": "1",
-    }
-    log = data / "sandbox.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
+    """``python -m sandbox`` started once per session."""
+    with launched_sandbox(tmp_path_factory.mktemp("contract-sandbox")) as started:
+        yield RunningSandbox(
+            started.broker, started.emulator, started.portal, started.data_dir, started.log
         )
-    try:
-        deadline = time.monotonic() + SANDBOX_STARTUP_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{portal}/static/portal.css", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(log.read_text("utf-8", "replace"))
-            time.sleep(0.2)
-        yield RunningSandbox(broker, emulator, portal, data, log)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=SANDBOX_STARTUP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)

@@ -11,14 +11,8 @@ and a record of every answer the broker gave that page, for the security header 
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+from sandbox.launch import launched_sandbox
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Locator, Page, Response
@@ -44,7 +40,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-STARTUP_SECONDS = 30
 # Every wait in a page is bounded: a step that takes longer is a failure, not a hang.
 STEP_TIMEOUT_MS = 10_000
 DEMO_EXTERNAL_ID = "demo-contoso"
@@ -91,12 +86,6 @@ def browser(chromium_ready: str) -> Iterator[Browser]:
             chromium.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Sandbox:
     """The three servers of ``python -m sandbox`` and the demo provider's API."""
@@ -130,54 +119,15 @@ class Sandbox:
 @pytest.fixture(scope="session")
 def sandbox(chromium_ready: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """``python -m sandbox`` on free ports, a fresh data dir, one broker worker."""
-    data = tmp_path_factory.mktemp("browser-sandbox")
-    broker_port, emulator_port, portal_port = free_port(), free_port(), free_port()
-    broker = f"http://127.0.0.1:{broker_port}"
-    emulator = f"http://127.0.0.1:{emulator_port}"
-    portal = f"http://127.0.0.1:{portal_port}"
-    env = {
-        # Test-only CTT_ variables would be refused by the broker as unknown settings.
-        **{k: v for k, v in os.environ.items() if not k.startswith("CTT_")},
-        "CTT_BIND": f"127.0.0.1:{broker_port}",
-        "CTT_PUBLIC_BASE_URL": broker,
-        "CTT_LOGIN_BROWSER_URL": emulator,
-        "CTT_LOGIN_TRANSPORT_URL": emulator,
-        "SANDBOX_EMULATOR_PORT": str(emulator_port),
-        "SANDBOX_PORTAL_PORT": str(portal_port),
-        "CTT_DATA_DIR": str(data),
-        "CTT_WORKERS": "1",
-    }
-    output = data / "sandbox.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
+    with launched_sandbox(tmp_path_factory.mktemp("browser-sandbox")) as started:
+        yield Sandbox(
+            started.portal,
+            started.broker,
+            started.emulator,
+            started.data_dir,
+            started.log,
+            api_key=started.api_key,
         )
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{portal}/static/portal.css", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    "the sandbox did not start:\n" + output.read_text("utf-8", "replace")
-                )
-            time.sleep(0.2)
-        record = json.loads((data / "sandbox-provider.json").read_text("utf-8"))
-        yield Sandbox(portal, broker, emulator, data, output, api_key=record["apiKey"])
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STARTUP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @dataclass

@@ -8,12 +8,7 @@ printed and quoted without leaking a link, state or result code.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,18 +20,12 @@ import httpx
 import pytest
 
 from emulator import complete_browser_flow
+from sandbox.launch import launched_sandbox
 
 pytestmark = pytest.mark.slow
 
 CONTOSO_ADMIN = "admin@contoso.onmicrosoft.com"
-STARTUP_SECONDS = 30
 Hop = tuple[int, str | None]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -50,51 +39,10 @@ class Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    data = tmp_path_factory.mktemp("sandbox")
-    broker_port, emulator_port, portal_port = free_port(), free_port(), free_port()
-    broker = f"http://127.0.0.1:{broker_port}"
-    emulator = f"http://127.0.0.1:{emulator_port}"
-    env = {
-        # Test-only CTT_ variables (CTT_TEST_...) would be refused as unknown settings.
-        **{k: v for k, v in os.environ.items() if not k.startswith("CTT_")},
-        "CTT_BIND": f"127.0.0.1:{broker_port}",
-        "CTT_PUBLIC_BASE_URL": broker,
-        "CTT_LOGIN_BROWSER_URL": emulator,
-        "CTT_LOGIN_TRANSPORT_URL": emulator,
-        "SANDBOX_EMULATOR_PORT": str(emulator_port),
-        "SANDBOX_PORTAL_PORT": str(portal_port),
-        "CTT_DATA_DIR": str(data),
-        "CTT_WORKERS": "1",
-    }
-    output = data / "sandbox.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
+    with launched_sandbox(tmp_path_factory.mktemp("sandbox")) as started:
+        yield Sandbox(
+            started.portal, started.broker, started.emulator, started.data_dir, started.log
         )
-    portal = f"http://127.0.0.1:{portal_port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{portal}/static/portal.css", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(output.read_text("utf-8", "replace"))
-            time.sleep(0.2)
-        yield Sandbox(portal, broker, emulator, data, output)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STARTUP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @dataclass
