@@ -17,7 +17,6 @@ sends back, in DESIGN.md's order, and records the outcome:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import insert, select, update
 
@@ -79,8 +79,6 @@ class Completion:
 
 def callback_path(runtime: Runtime) -> str:
     """The path of our redirect URI (PUBLIC_BASE_URL may carry a path prefix)."""
-    from urllib.parse import urlsplit
-
     return urlsplit(runtime.settings.redirect_uri).path
 
 
@@ -425,11 +423,5 @@ def _sign_in_tenant(spec: ActionSpec, tenant_id: str | None) -> str:
 
 
 def _is_loopback_http(url: str) -> bool:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return parts.scheme == "http" and is_loopback_host((parts.hostname or "").lower())
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")

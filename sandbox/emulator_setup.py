@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from broker.catalog import Catalog
 from broker.credentials import sandbox_app_credentials
 from emulator import AppRegistration, EmulatorConfig, default_config
@@ -46,6 +44,3 @@ def emulator_config_for(
         enable_control_routes=enable_control_routes,
         consent_propagation_delay=consent_propagation_delay,
     )
-
-
-Clock = Callable[[], float]
