@@ -9,8 +9,6 @@ non-secret identifier the provider uses to read status or revoke.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +24,7 @@ from broker.events import record_audit
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.providers import get_provider
 from broker.runtime import Runtime
+from broker.tokens import digest, random_token
 
 ItemStatus = Literal["created", "opened", "pending", "completed", "failed", "expired", "revoked"]
 ResultDelivery = Literal["redirect", "form_post"]
@@ -77,7 +76,7 @@ class ActionItemPage:
 
 def hash_handle(handle: str) -> str:
     """SHA-256 hex of a link handle, as stored."""
-    return hashlib.sha256(handle.encode("ascii")).hexdigest()
+    return digest(handle)
 
 
 def create_action_item(
@@ -119,7 +118,7 @@ def create_action_item(
         )
 
     now = runtime.now()
-    handle = base64.urlsafe_b64encode(runtime.random_bytes(32)).decode().rstrip("=")
+    handle = random_token(runtime.random_bytes)
     item_id = new_id(runtime, "act", now)
     with runtime.engine.begin() as connection:
         connection.execute(

@@ -7,7 +7,6 @@ once into the data folder (mode 0600), so several workers agree on them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from broker.catalog import Catalog
 from broker.settings import Settings
 from broker.state import StateKeyring
+from broker.tokens import b64url
 
 RandomBytes = Callable[[int], bytes]
 _SANDBOX_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-4c5d-9e6f-7a8b9c0d1e2f")
@@ -64,8 +64,8 @@ class Credentials:
                     "use": "sig",
                     "alg": "ES256",
                     "kid": self.result_kid,
-                    "x": _b64(numbers.x.to_bytes(32, "big")),
-                    "y": _b64(numbers.y.to_bytes(32, "big")),
+                    "x": b64url(numbers.x.to_bytes(32, "big")),
+                    "y": b64url(numbers.y.to_bytes(32, "big")),
                 }
             ]
         }
@@ -173,20 +173,16 @@ def _write_private(path: Path, text: str) -> None:
         temporary.unlink()
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
 def _thumbprint(public_key: ec.EllipticCurvePublicKey) -> str:
     numbers = public_key.public_numbers()
     canonical = json.dumps(
         {
             "crv": "P-256",
             "kty": "EC",
-            "x": _b64(numbers.x.to_bytes(32, "big")),
-            "y": _b64(numbers.y.to_bytes(32, "big")),
+            "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big")),
         },
         separators=(",", ":"),
         sort_keys=True,
     )
-    return _b64(hashlib.sha256(canonical.encode()).digest())
+    return b64url(hashlib.sha256(canonical.encode()).digest())

@@ -17,7 +17,6 @@ sends back, in DESIGN.md's order, and records the outcome:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import insert, select, update
 
 from broker import errors
+from broker.action_items import hash_handle
 from broker.callbacks import check_callback_url, is_loopback_host
 from broker.catalog import ActionSpec
 from broker.db import action_items, enterprises, flows
@@ -45,6 +45,7 @@ from broker.state import (
     new_binding_nonce,
     verify_state,
 )
+from broker.tokens import digest
 
 log = logging.getLogger("ctt_broker.flows")
 HANDLE_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -84,7 +85,7 @@ def callback_path(runtime: Runtime) -> str:
 
 def cookie_name(jti: str) -> str:
     """One binding cookie per flow, so two tabs with two flows do not clash."""
-    return COOKIE_PREFIX + hashlib.sha256(jti.encode()).hexdigest()[:16]
+    return COOKIE_PREFIX + digest(jti)[:16]
 
 
 def launch(runtime: Runtime, handle: str) -> Launch:
@@ -92,10 +93,12 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     if not HANDLE_SHAPE.match(handle):
         raise errors.LinkNotFound("this link is not valid")
     now = runtime.now()
-    digest = hashlib.sha256(handle.encode("ascii")).hexdigest()
+
     with runtime.engine.connect() as connection:
         row = (
-            connection.execute(select(action_items).where(action_items.c.handle_hash == digest))
+            connection.execute(
+                select(action_items).where(action_items.c.handle_hash == hash_handle(handle))
+            )
             .mappings()
             .first()
         )

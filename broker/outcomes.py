@@ -11,8 +11,6 @@ result to the provider's backend exactly once.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +26,7 @@ from broker import errors
 from broker.db import action_items, enterprise_consents, enterprises, flows, providers, results
 from broker.events import emit_event, record_audit
 from broker.runtime import Runtime
+from broker.tokens import digest, random_token
 
 OutcomeStatus = Literal["completed", "failed", "pending"]
 RESULT_CODE_PREFIX = "ctt_rc_"
@@ -121,7 +120,7 @@ def redeem_result(runtime: Runtime, provider_id: str, result_code: str) -> dict[
     """The result behind ``result_code``, once, for the provider it belongs to."""
     if not result_code.startswith(RESULT_CODE_PREFIX) or len(result_code) > 100:
         raise errors.ResultCodeInvalid("unknown, expired or already redeemed result code")
-    code_hash = _hash(result_code)
+    code_hash = digest(result_code)
     now = runtime.now()
     with runtime.engine.begin() as connection:
         claimed = connection.execute(
@@ -151,7 +150,7 @@ def _consume(runtime: Runtime, code: str) -> None:
     with runtime.engine.begin() as connection:
         connection.execute(
             update(results)
-            .where(results.c.code_hash == _hash(code))
+            .where(results.c.code_hash == digest(code))
             .values(redeemed_at=runtime.now(), payload="{}")
         )
 
@@ -172,7 +171,7 @@ def purge_expired(runtime: Runtime) -> int:
 
 def _store(runtime: Runtime, item: FinishedItem, outcome: Outcome) -> tuple[Outcome, str]:
     now = runtime.now()
-    code = RESULT_CODE_PREFIX + _b64(runtime.random_bytes(32))
+    code = RESULT_CODE_PREFIX + random_token(runtime.random_bytes)
     item_status = {"completed": "completed", "failed": "failed", "pending": "pending"}[
         outcome.status
     ]
@@ -213,7 +212,7 @@ def _store(runtime: Runtime, item: FinishedItem, outcome: Outcome) -> tuple[Outc
         _announce(connection, runtime, item, outcome, payload)
         connection.execute(
             insert(results).values(
-                code_hash=_hash(code),
+                code_hash=digest(code),
                 action_item_id=item.action_item_id,
                 provider_id=item.provider_id,
                 payload=json.dumps(payload),
@@ -321,14 +320,14 @@ def _result_jwt(runtime: Runtime, item: FinishedItem, outcome: Outcome, code: st
     keys = runtime.keys
     with runtime.engine.connect() as connection:
         payload = connection.execute(
-            select(results.c.payload).where(results.c.code_hash == _hash(code))
+            select(results.c.payload).where(results.c.code_hash == digest(code))
         ).scalar_one()
     claims = {
         "iss": runtime.settings.public_base_url,
         "aud": item.provider_id,
         "iat": int(now.timestamp()),
         "exp": int(now.timestamp()) + runtime.settings.result_code_ttl_seconds,
-        "jti": _hash(code)[:32],
+        "jti": digest(code)[:32],
         "result": json.loads(payload),
     }
     return jwt.encode(
@@ -337,11 +336,3 @@ def _result_jwt(runtime: Runtime, item: FinishedItem, outcome: Outcome, code: st
         algorithm="ES256",
         headers={"kid": keys.result_kid, "typ": RESULT_JWT_TYP},
     )
-
-
-def _hash(value: str) -> str:
-    return hashlib.sha256(value.encode("ascii")).hexdigest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")

@@ -8,8 +8,6 @@ is the right tool (a slow password hash would only slow every request).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +21,7 @@ from broker.db import api_keys, provider_callbacks, providers
 from broker.events import record_audit
 from broker.ids import looks_like_id, new_id
 from broker.runtime import Runtime
+from broker.tokens import digest, random_token
 
 KEY_PREFIX = "ctt_sk_"
 _KEY_SHAPE = re.compile(r"^ctt_sk_[A-Za-z0-9_-]{43}$")
@@ -71,7 +70,7 @@ class IssuedKey:
 
 def hash_api_key(api_key: str) -> str:
     """SHA-256 hex digest of a key, as stored."""
-    return hashlib.sha256(api_key.encode("ascii")).hexdigest()
+    return digest(api_key)
 
 
 def authenticate(runtime: Runtime, api_key: str) -> str:
@@ -304,8 +303,7 @@ def _checked_webhook(url: str | None, development: bool) -> str | None:
 def _insert_key(
     runtime: Runtime, connection: Connection, provider_id: str, now: datetime
 ) -> IssuedKey:
-    secret = base64.urlsafe_b64encode(runtime.random_bytes(32)).decode().rstrip("=")
-    api_key = KEY_PREFIX + secret
+    api_key = KEY_PREFIX + random_token(runtime.random_bytes)
     key_id = new_id(runtime, "key", now)
     connection.execute(
         insert(api_keys).values(

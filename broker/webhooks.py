@@ -83,6 +83,7 @@ __all__ = [
     "WebhookSecret",
     "WebhookVerificationError",
     "deliver_due",
+    "delivery_report",
     "enqueue_new_events",
     "ensure_webhook_secret",
     "get_delivery",
@@ -443,6 +444,20 @@ def list_attempts(runtime: Runtime, provider_id: str, event_id: str) -> list[Web
             )
             for row in rows
         ]
+
+
+def delivery_report(
+    runtime: Runtime, provider_id: str, event_id: str
+) -> tuple[WebhookDelivery | None, list[WebhookAttempt]]:
+    """An event's delivery (None if it was never queued) and its attempts.
+
+    :class:`errors.EventNotFound` when the event is not the provider's.
+    """
+    attempts = list_attempts(runtime, provider_id, event_id)
+    try:
+        return get_delivery(runtime, provider_id, event_id), attempts
+    except errors.EventNotFound:
+        return None, attempts  # never queued: no webhook URL when it happened
 
 
 def _queue_one(

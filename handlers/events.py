@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 
-from broker import errors, events, webhooks
+from broker import events, webhooks
 from handlers import views
 from handlers.context import current_runtime
 
@@ -66,18 +65,14 @@ def _time(value: str | None) -> datetime | None:
 
 def list_delivery_attempts(event_id: str, user: str) -> views.Reply:
     """``listDeliveryAttempts``."""
-    runtime = current_runtime()
-    events.get_event(runtime, user, event_id)  # 404 for unknown or foreign events
-    report: dict[str, object] = {
-        "attempts": [views.attempt(a) for a in webhooks.list_attempts(runtime, user, event_id)]
-    }
-    with contextlib.suppress(errors.EventNotFound):  # never queued: no webhook URL then
-        report["delivery"] = views.delivery(webhooks.get_delivery(runtime, user, event_id))
+    delivery, attempts = webhooks.delivery_report(current_runtime(), user, event_id)
+    report: dict[str, object] = {"attempts": [views.attempt(a) for a in attempts]}
+    if delivery is not None:
+        report["delivery"] = views.delivery(delivery)
     return views.reply(report)
 
 
 def redeliver_event(event_id: str, user: str) -> views.Reply:
     """``redeliverEvent``."""
-    runtime = current_runtime()
-    events.get_event(runtime, user, event_id)
-    return views.reply(views.delivery(webhooks.redeliver(runtime, user, event_id)), 202)
+    queued = webhooks.redeliver(current_runtime(), user, event_id)
+    return views.reply(views.delivery(queued), 202)

@@ -269,3 +269,8 @@ def test_revoke_racing_the_admins_return_shows_revoked(world: World) -> None:
     assert_page(world.callback(params), 410, "LINK_REVOKED")
     item = world.broker.get(f"/actionItems/{link['actionItemId']}", headers=world.headers).json()
     assert item["status"] == "revoked"
+
+
+def test_forged_non_ascii_result_code_is_not_found_not_a_500(world: World) -> None:
+    response = world.redeem("ctt_rc_\u00e9\u00e9\u00e9")
+    assert response.status_code == 404 and response.json()["code"] == "RESULT_CODE_INVALID"
