@@ -12,6 +12,7 @@
     ctt-broker sandbox-provider
     ctt-broker provider set-webhook PROVIDER (URL | --clear) [--include-tokens]
     ctt-broker provider rotate-webhook-secret PROVIDER [--overlap SECONDS]
+    ctt-broker provider redeliver-webhooks PROVIDER [--since TIME] [--until TIME] [--pending-only]
     ctt-broker worker [--once] [--interval SECONDS]
 
 PROVIDER is a provider id (``prv_...``) or name. Exit codes: 0 done, 1 refused
@@ -26,19 +27,25 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-from broker import errors, providers, webhooks
+from broker import errors, providers
 from broker.migrate import pending_revisions, upgrade_database
+from broker.retention import enforce_retention
 from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, SettingsError, load_settings
+from broker.webhook_queue import enqueue_new_events, redeliver_pending
+from broker.webhook_secrets import ensure_webhook_secret, rotate_webhook_secret
+from broker.webhook_sender import DeliveryLoop, WebhookSender, deliver_due
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_SETTINGS = 3
 EXIT_SCHEMA = 4
+DELIVERY_POLL_SECONDS = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     secret.add_argument("provider")
     secret.add_argument("--overlap", type=int, default=86400, metavar="SECONDS")
+    again = provider.add_parser(
+        "redeliver-webhooks", help="make every pending and failed webhook due now"
+    )
+    again.add_argument("provider")
+    again.add_argument("--since", metavar="TIME", help="events created at or after")
+    again.add_argument("--until", metavar="TIME", help="events created before")
+    again.add_argument("--pending-only", action="store_true", help="leave failed ones alone")
     for name, verb in (("add-callback", "allow"), ("remove-callback", "stop allowing")):
         sub = provider.add_parser(name, help=f"{verb} a callback URL")
         sub.add_argument("provider")
@@ -159,14 +173,10 @@ def main(
 
 
 def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from broker.confirmations import confirm_pending
-    from broker.outcomes import purge_expired
-
     if not 0.5 <= args.interval <= 3600:
         print("ctt-broker: --interval must be between 0.5 and 3600 seconds", file=err)
         return EXIT_USAGE
     runtime = open_runtime(settings)
-    client = webhooks.make_webhook_client()
     try:
         if pending_revisions(runtime.engine):
             print(
@@ -174,34 +184,86 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
                 file=err,
             )
             return EXIT_SCHEMA
-        while True:
-            try:
-                done = confirm_pending(runtime)
-                purged = purge_expired(runtime)
-                webhooks.enqueue_new_events(runtime)
-                sent = webhooks.deliver_due(runtime, client)
-            except Exception as exc:  # keep working: the next pass may succeed
-                print(f"worker: pass failed ({type(exc).__name__})", file=err, flush=True)
-                if args.once:
-                    return EXIT_REFUSED
-                time.sleep(args.interval)
-                continue
-            if args.once or done.checked or purged or sent.attempted:
-                print(
-                    f"worker: checked {done.checked} pending consents "
-                    f"({done.granted} granted, {done.failed} failed), purged {purged}, "
-                    f"webhooks {sent.delivered}/{sent.attempted} delivered",
-                    file=out,
-                    flush=True,
-                )
-            if args.once:
-                return 0
-            time.sleep(args.interval)
+        sender = WebhookSender.for_runtime(runtime)
+        if args.once:
+            jobs_ok = _run_jobs(runtime, out, err, always=True)
+            enqueue_new_events(runtime)
+            sent = deliver_due(runtime, sender, max_parallel=settings.webhook_concurrency)
+            print(f"worker: webhooks {sent.delivered}/{sent.attempted} delivered", file=out)
+            return 0 if jobs_ok else EXIT_REFUSED
+        return _work_forever(runtime, sender, args.interval, out, err)
     except KeyboardInterrupt:
         return 0
     finally:
-        client.close()
         runtime.engine.dispose()
+
+
+def _work_forever(
+    runtime: Runtime, sender: WebhookSender, interval: float, out: TextIO, err: TextIO
+) -> int:
+    """Deliveries and background jobs in separate loops: neither waits for the other."""
+    deliveries = DeliveryLoop(runtime, sender, concurrency=runtime.settings.webhook_concurrency)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=deliveries.run,
+        args=(stop, DELIVERY_POLL_SECONDS),
+        name="webhook-deliveries",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        while True:
+            _run_jobs(runtime, out, err)
+            time.sleep(interval)
+    finally:
+        stop.set()
+        thread.join(timeout=runtime.settings.webhook_attempt_seconds + 5)
+        deliveries.close()
+
+
+def _run_jobs(runtime: Runtime, out: TextIO, err: TextIO, *, always: bool = False) -> bool:
+    """One pass of the background jobs; each runs even if another failed. True if all ran."""
+    from broker.confirmations import confirm_pending
+    from broker.outcomes import purge_expired
+
+    report: list[str] = []
+    ok = True
+
+    def job(name: str, run: Callable[[], str | None]) -> None:
+        nonlocal ok
+        try:
+            line = run()
+        except Exception as exc:  # keep working: the next pass may succeed
+            print(f"worker: {name} failed ({type(exc).__name__})", file=err, flush=True)
+            ok = False
+            return
+        if line:
+            report.append(line)
+
+    def confirm() -> str | None:
+        done = confirm_pending(runtime)
+        return (
+            f"checked {done.checked} pending consents ({done.granted} granted, "
+            f"{done.failed} failed)"
+            if done.checked or always
+            else None
+        )
+
+    def purge() -> str | None:
+        purged = purge_expired(runtime)
+        return f"purged {purged}" if purged or always else None
+
+    def retain() -> str | None:
+        kept = enforce_retention(runtime)
+        return f"retention removed {kept.total}" if kept.total or always else None
+
+    job("consent confirmation", confirm)
+    job("purge", purge)
+    job("retention", retain)
+    # Further jobs (e.g. failing abandoned flows) go here, each in its own job(...).
+    if report:
+        print("worker: " + ", ".join(report), file=out, flush=True)
+    return ok
 
 
 def _db(runtime: Runtime, action: str, out: TextIO) -> int:
@@ -227,7 +289,7 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
         )
         code = _print_key(out, args.json, provider.provider_id, provider.name, key)
         if args.webhook_url:
-            fresh = webhooks.ensure_webhook_secret(runtime, provider.provider_id)
+            fresh = ensure_webhook_secret(runtime, provider.provider_id)
             if fresh and not args.json:
                 print(f"webhook secret {fresh}", file=out)
         return code
@@ -253,11 +315,20 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
         return _set_webhook(runtime, args, out)
     if action == "rotate-webhook-secret":
         provider = providers.get_provider(runtime, args.provider)
-        fresh = webhooks.rotate_webhook_secret(
-            runtime, provider.provider_id, overlap_seconds=args.overlap
-        )
+        fresh = rotate_webhook_secret(runtime, provider.provider_id, overlap_seconds=args.overlap)
         print(f"webhook secret {fresh}", file=out)
         print("Shown only now. Old secrets keep signing during the overlap.", file=out)
+        return 0
+    if action == "redeliver-webhooks":
+        provider = providers.get_provider(runtime, args.provider)
+        count = redeliver_pending(
+            runtime,
+            provider.provider_id,
+            since=args.since,
+            until=args.until,
+            include_failed=not args.pending_only,
+        )
+        print(f"{count} webhook deliveries of {provider.name} are due now", file=out)
         return 0
     if action == "add-callback":
         print(f"allowed {providers.add_callback(runtime, args.provider, args.url)}", file=out)
@@ -292,16 +363,16 @@ def _sandbox_provider(runtime: Runtime, out: TextIO) -> int:
             key = providers.rotate_key(runtime, SANDBOX_PROVIDER, overlap_seconds=0)
             provider_id = providers.get_provider(runtime, SANDBOX_PROVIDER).provider_id
         providers.set_webhook_url(runtime, provider_id, SANDBOX_WEBHOOK)
-        secret = webhooks.ensure_webhook_secret(
-            runtime, provider_id
-        ) or webhooks.rotate_webhook_secret(runtime, provider_id, overlap_seconds=0)
+        secret = ensure_webhook_secret(runtime, provider_id) or rotate_webhook_secret(
+            runtime, provider_id, overlap_seconds=0
+        )
         record = {
             "providerId": provider_id,
             "keyId": key.key_id,
             "apiKey": key.api_key,
             "webhookSecret": secret,
         }
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key_file.touch(mode=0o600)
         key_file.write_text(json.dumps(record), "utf-8")
     print(f"sandbox provider {record['providerId']}", file=out)
@@ -323,7 +394,7 @@ def _set_webhook(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int
         print(f"webhooks off for {provider.name}", file=out)
         return 0
     print(f"webhooks for {provider.name} go to {args.url}", file=out)
-    fresh = webhooks.ensure_webhook_secret(runtime, provider.provider_id)
+    fresh = ensure_webhook_secret(runtime, provider.provider_id)
     if fresh:
         print(f"webhook secret {fresh}", file=out)
         print("Shown only now: verify each webhook's signature with it.", file=out)

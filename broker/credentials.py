@@ -158,7 +158,7 @@ def _result_key(settings: Settings, problems: list[str]) -> ec.EllipticCurvePriv
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Written aside, then hard-linked into place: two workers starting together end
     # up reading the same complete file, whichever wins the link.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")

@@ -7,6 +7,7 @@ and the migrations agree). Every timestamp is stored and returned as UTC.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,8 @@ events = Table(
     Column("enterprise_id", String(40)),
     Column("action_item_id", String(40)),
     Column("payload", Text, nullable=False),
+    # Token fields of the payload, AES-GCM sealed until delivered (broker.event_sealing).
+    Column("sealed_tokens", Text),
     Column("created_at", UtcDateTime, nullable=False),
     Index(None, "provider_id", "id"),
 )
@@ -254,12 +257,24 @@ webhook_attempts = Table(
 )
 
 
+def create_private_folder(path: Path) -> None:
+    """Create ``path`` (and its parents) if missing; the folder itself gets mode 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _create_private_file(path: Path) -> None:
+    # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files
+    # the database file's mode, so tokens waiting in them are private too.
+    create_private_folder(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine for ``url``; SQLite gets foreign keys and a busy timeout."""
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            _create_private_file(Path(path))
         engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

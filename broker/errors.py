@@ -148,6 +148,20 @@ class CallbackUrlNotAllowed(CallbackUrlRejected):
     title = "Callback URL is not on the provider's allow-list"
 
 
+class WebhookUrlBlocked(CallbackUrlRejected):
+    """Raised when a webhook URL targets (or resolves to) a private or reserved address."""
+
+    code = "WEBHOOK_URL_BLOCKED"
+    title = "Webhook URL targets a private or reserved address"
+
+
+class DevelopmentProviderInProduction(InvalidRequest):
+    """Raised when a development provider is created (or used) in production mode."""
+
+    code = "DEVELOPMENT_PROVIDER_IN_PRODUCTION"
+    title = "Development providers are refused in production mode"
+
+
 # -- 401 / 404 / 409 / 413 / 415 ---------------------------------------------
 
 

@@ -16,8 +16,10 @@ from sqlalchemy import Connection, insert, select
 
 from broker import errors
 from broker.db import audit_log, events
+from broker.event_sealing import seal_event_tokens
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.runtime import Runtime
+from broker.timestamps import rfc3339_parameter
 
 EVENT_TYPES = (
     "actionItem.completed",
@@ -37,16 +39,22 @@ def emit_event(
     event_type: str,
     data: dict[str, Any],
 ) -> str:
-    """Write one event (Standard Webhooks shape: ``type``, ``timestamp``, ``data``)."""
+    """Write one event (Standard Webhooks shape: ``type``, ``timestamp``, ``data``).
+
+    Token fields of ``data`` are sealed apart from the stored document: the
+    events API never returns them and delivery erases them (see
+    :mod:`broker.event_sealing`).
+    """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
     now = runtime.now()
     event_id = new_id(runtime, "evt", now)
+    clear, sealed = seal_event_tokens(runtime, event_id, data)
     document = {
         "id": event_id,
         "type": event_type,
         "timestamp": now.isoformat().replace("+00:00", "Z"),
-        "data": data,
+        "data": clear,
     }
     connection.execute(
         insert(events).values(
@@ -56,6 +64,7 @@ def emit_event(
             enterprise_id=data.get("enterpriseId"),
             action_item_id=data.get("actionItemId"),
             payload=json.dumps(document),
+            sealed_tokens=sealed,
             created_at=now,
         )
     )
@@ -126,10 +135,14 @@ def list_events(
     cursor: str | None = None,
     event_type: str | None = None,
     enterprise_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: str | None = None,
+    until: str | None = None,
 ) -> EventPage:
-    """The provider's events, oldest first, for reconciliation after missed webhooks."""
+    """The provider's events, oldest first, for reconciliation after missed webhooks.
+
+    ``since`` and ``until`` are RFC 3339 times (any case of ``T``/``Z``, any
+    offset); anything else is :class:`errors.InvalidRequest`.
+    """
     query = select(events.c.id, events.c.payload).where(events.c.provider_id == provider_id)
     if cursor is not None:
         query = query.where(events.c.id > decode_cursor(cursor, "evt"))
@@ -137,10 +150,10 @@ def list_events(
         query = query.where(events.c.type == event_type)
     if enterprise_id is not None:
         query = query.where(events.c.enterprise_id == enterprise_id)
-    if since is not None:
-        query = query.where(events.c.created_at >= since)
-    if until is not None:
-        query = query.where(events.c.created_at < until)
+    if since:
+        query = query.where(events.c.created_at >= rfc3339_parameter("since", since))
+    if until:
+        query = query.where(events.c.created_at < rfc3339_parameter("until", until))
     with runtime.engine.connect() as connection:
         rows = connection.execute(query.order_by(events.c.id).limit(limit + 1)).all()
     items = tuple(json.loads(row.payload) for row in rows[:limit])

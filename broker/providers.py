@@ -16,8 +16,9 @@ from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
-from broker.callbacks import normalize_allowed_callback, parse_callback_url
+from broker.callbacks import normalize_allowed_callback
 from broker.db import api_keys, provider_callbacks, providers
+from broker.destinations import check_webhook_url
 from broker.events import record_audit
 from broker.ids import looks_like_id, new_id
 from broker.runtime import Runtime
@@ -107,10 +108,14 @@ def create_provider(
         raise errors.InvalidRequest(
             "provider name must be 1-100 letters, digits, spaces, '.', '_' or '-'"
         )
+    if development and runtime.settings.mode == "production":
+        raise errors.DevelopmentProviderInProduction(
+            "development providers (http on loopback) are refused in production mode"
+        )
     normalized = [
         normalize_allowed_callback(url, development=development).url for url in callback_urls
     ]
-    webhook = _checked_webhook(webhook_url, development)
+    webhook = _checked_webhook(runtime, webhook_url, development)
     now = runtime.now()
     provider_id = new_id(runtime, "prv", now)
     with runtime.engine.begin() as connection:
@@ -153,7 +158,9 @@ def get_provider(runtime: Runtime, ref: str) -> Provider:
         return Provider(
             provider_id=row["id"],
             name=row["name"],
-            development=row["development"],
+            # A development provider left over from a sandbox loses its loopback
+            # allowances in production: its callbacks and webhooks are refused.
+            development=row["development"] and runtime.settings.mode != "production",
             webhook_url=row["webhook_url"],
             share_refresh_token=row["share_refresh_token"],
             callback_urls=tuple(urls),
@@ -280,7 +287,7 @@ def set_webhook_url(
     ``include_tokens`` puts the MSAL result into sign-in events.
     """
     provider = get_provider(runtime, ref)
-    webhook = _checked_webhook(url, provider.development)
+    webhook = _checked_webhook(runtime, url, provider.development)
     with runtime.engine.begin() as connection:
         connection.execute(
             update(providers)
@@ -289,15 +296,11 @@ def set_webhook_url(
         )
 
 
-def _checked_webhook(url: str | None, development: bool) -> str | None:
+def _checked_webhook(runtime: Runtime, url: str | None, development: bool) -> str | None:
     if url is None:
         return None
-    parsed = parse_callback_url(url, development=development)
-    if parsed.is_loopback and not development:
-        raise errors.CallbackUrlNotAllowed(
-            "loopback webhook URLs are only for development providers"
-        )
-    return parsed.url
+    production = runtime.settings.mode == "production"
+    return check_webhook_url(url, development=development, production=production)
 
 
 def _insert_key(

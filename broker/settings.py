@@ -54,6 +54,14 @@ class Settings:
     consent_confirm_interval_seconds: float = 1.0
     flow_ttl_seconds: int = 600
     result_code_ttl_seconds: int = 300
+    # Webhooks, events and retention (issue 8 items 3-4, issue 9 item 5).
+    event_keys: str = field(default="", repr=False)
+    webhook_attempt_seconds: float = 10.0
+    webhook_concurrency: int = 8
+    retention_events_days: int = 30
+    retention_audit_days: int = 365
+    retention_attempts_days: int = 30
+    retention_flows_days: int = 7
 
     @property
     def redirect_uri(self) -> str:
@@ -74,7 +82,7 @@ class Settings:
             f"log_level={self.log_level!r}, login_host={self.login_host!r}, "
             f"login_browser_url={self.login_browser_url!r}, "
             f"login_transport_url={self.login_transport_url!r}, graph_host={self.graph_host!r}, "
-            "app_credentials='***', state_keys='***', "
+            "app_credentials='***', state_keys='***', event_keys='***', "
             f"result_signing_key_file={self.result_signing_key_file!r})"
         )
 
@@ -140,6 +148,26 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "CONSENT_CONFIRM_INTERVAL_SECONDS": ("1", "Pause between those tries (0-10)."),
     "FLOW_TTL_SECONDS": ("600", "How long the admin may take at Microsoft (60-3600)."),
     "RESULT_CODE_TTL_SECONDS": ("300", "How long a `resultCode` can be redeemed (30-3600)."),
+    "EVENT_KEYS": (
+        "(generated in DATA_DIR)",
+        "Keys sealing tokens in events until delivery (AES-256-GCM), `kid:base64url-secret,...` "
+        "(first seals, all open; 32+ bytes each). Required in production.",
+    ),
+    "WEBHOOK_ATTEMPT_SECONDS": (
+        "10",
+        "Wall-clock deadline of one webhook attempt, connect to answer (1-60).",
+    ),
+    "WEBHOOK_CONCURRENCY": (
+        "8",
+        "Providers the worker delivers to at once, one attempt in flight each (1-64).",
+    ),
+    "RETENTION_EVENTS_DAYS": (
+        "30",
+        "Days events (and their deliveries) are kept for the events API (1-3650).",
+    ),
+    "RETENTION_AUDIT_DAYS": ("365", "Days audit trail lines are kept (1-3650)."),
+    "RETENTION_ATTEMPTS_DAYS": ("30", "Days webhook delivery attempts are kept (1-3650)."),
+    "RETENTION_FLOWS_DAYS": ("7", "Days sign-in flow rows are kept, used or not (1-3650)."),
 }
 
 _UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)")
@@ -207,7 +235,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(f"{PREFIX}LOGIN_TRANSPORT_URL: only allowed in sandbox mode")
     graph_host = parse("GRAPH_HOST", _https_base_url, "https://graph.microsoft.com")
     secrets_given = {
-        name: raw(name) for name in ("APP_CREDENTIALS", "STATE_KEYS", "RESULT_SIGNING_KEY_FILE")
+        name: raw(name)
+        for name in ("APP_CREDENTIALS", "STATE_KEYS", "RESULT_SIGNING_KEY_FILE", "EVENT_KEYS")
     }
     if mode == "production":
         problems.extend(
@@ -220,6 +249,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     interval = parse("CONSENT_CONFIRM_INTERVAL_SECONDS", _float_between(0, 10), 1.0)
     flow_ttl = parse("FLOW_TTL_SECONDS", _int_between(60, 3600), 600)
     result_ttl = parse("RESULT_CODE_TTL_SECONDS", _int_between(30, 3600), 300)
+    attempt_seconds = parse("WEBHOOK_ATTEMPT_SECONDS", _float_between(1, 60), 10.0)
+    concurrency = parse("WEBHOOK_CONCURRENCY", _int_between(1, 64), 8)
+    retention = {
+        name: parse(f"RETENTION_{name.upper()}_DAYS", _int_between(1, 3650), fallback)
+        for name, fallback in (("events", 30), ("audit", 365), ("attempts", 30), ("flows", 7))
+    }
 
     if problems:
         raise SettingsError(problems)
@@ -245,6 +280,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         consent_confirm_interval_seconds=interval,
         flow_ttl_seconds=flow_ttl,
         result_code_ttl_seconds=result_ttl,
+        event_keys=secrets_given["EVENT_KEYS"],
+        webhook_attempt_seconds=attempt_seconds,
+        webhook_concurrency=concurrency,
+        retention_events_days=retention["events"],
+        retention_audit_days=retention["audit"],
+        retention_attempts_days=retention["attempts"],
+        retention_flows_days=retention["flows"],
     )
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from broker import events, webhooks
+from broker import events, webhook_queue
 from handlers import views
 from handlers.context import current_runtime
 
@@ -26,8 +24,8 @@ def list_events(
         cursor=cursor,
         event_type=type_,
         enterprise_id=enterprise_id,
-        since=_time(since),
-        until=_time(until),
+        since=since,
+        until=until,
     )
     return views.reply({"items": list(page.items), "nextCursor": page.next_cursor})
 
@@ -58,14 +56,9 @@ def list_audit_entries(
     )
 
 
-def _time(value: str | None) -> datetime | None:
-    # Connexion checked the date-time format; fromisoformat in 3.11 reads RFC 3339.
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
 def list_delivery_attempts(event_id: str, user: str) -> views.Reply:
     """``listDeliveryAttempts``."""
-    delivery, attempts = webhooks.delivery_report(current_runtime(), user, event_id)
+    delivery, attempts = webhook_queue.delivery_report(current_runtime(), user, event_id)
     report: dict[str, object] = {"attempts": [views.attempt(a) for a in attempts]}
     if delivery is not None:
         report["delivery"] = views.delivery(delivery)
@@ -74,5 +67,15 @@ def list_delivery_attempts(event_id: str, user: str) -> views.Reply:
 
 def redeliver_event(event_id: str, user: str) -> views.Reply:
     """``redeliverEvent``."""
-    queued = webhooks.redeliver(current_runtime(), user, event_id)
+    queued = webhook_queue.redeliver(current_runtime(), user, event_id)
     return views.reply(views.delivery(queued), 202)
+
+
+def redeliver_pending(
+    user: str, since: str | None = None, until: str | None = None, failed: bool = True
+) -> views.Reply:
+    """``redeliverPendingEvents``."""
+    count = webhook_queue.redeliver_pending(
+        current_runtime(), user, since=since, until=until, include_failed=failed
+    )
+    return views.reply({"rescheduled": count}, 202)

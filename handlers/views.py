@@ -9,7 +9,7 @@ from broker.action_items import ActionItem, IssuedActionItem
 from broker.catalog import ActionSpec
 from broker.enterprises import Enterprise
 from broker.events import AuditEntry
-from broker.webhooks import WebhookAttempt, WebhookDelivery
+from broker.webhook_queue import WebhookAttempt, WebhookDelivery
 
 Reply = tuple[dict[str, Any], int, dict[str, str]]
 

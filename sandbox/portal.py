@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from broker.webhooks import WebhookVerificationError, verify_webhook
+from broker.webhook_signatures import WebhookVerificationError, verify_webhook
 
 log = logging.getLogger("sandbox.portal")
 

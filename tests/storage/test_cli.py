@@ -120,6 +120,7 @@ def test_sandbox_provider_is_refused_in_production(tmp_path: Path) -> None:
         "CTT_PUBLIC_BASE_URL": "https://broker.example",
         "CTT_APP_CREDENTIALS": "{}",
         "CTT_STATE_KEYS": "k1:" + "A" * 43,
+        "CTT_EVENT_KEYS": "e1:" + "B" * 43,
         "CTT_RESULT_SIGNING_KEY_FILE": "/nonexistent.pem",
     }
     run(["db", "upgrade"], env)

@@ -41,6 +41,7 @@ def test_every_problem_is_reported_at_once() -> None:
 SECRETS = {
     "CTT_APP_CREDENTIALS": "{}",
     "CTT_STATE_KEYS": "k1:" + "A" * 43,
+    "CTT_EVENT_KEYS": "e1:" + "B" * 43,
     "CTT_RESULT_SIGNING_KEY_FILE": "/etc/ctt/result.pem",
 }
 
