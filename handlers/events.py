@@ -71,7 +71,7 @@ def redeliver_event(event_id: str, user: str) -> views.Reply:
     return views.reply(views.delivery(queued), 202)
 
 
-def redeliver_pending(
+def redeliver_pending_events(
     user: str, since: str | None = None, until: str | None = None, failed: bool = True
 ) -> views.Reply:
     """``redeliverPendingEvents``."""
