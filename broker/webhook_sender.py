@@ -315,10 +315,12 @@ def _deliver_in_turn(runtime: Runtime, sender: WebhookSender, rows: list[DueDeli
 
 
 def _connect_error_class(exc: httpcore.ConnectError) -> str:
-    cause = exc.__cause__
-    if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+    # httpcore keeps the socket's exception as the first argument (the pool
+    # re-raises ``from None``, dropping ``__cause__``).
+    causes = [exc.__cause__, *exc.args]
+    if any(isinstance(cause, ssl.SSLError | ssl.CertificateError) for cause in causes):
         return "tls"
-    if isinstance(cause, ConnectionRefusedError):
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
         return "refused"
     return "network"
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from broker.db import events
+from broker import providers
+from broker.db import events, metadata
 from broker.db import providers as providers_table
+from broker.webhook_queue import enqueue_new_events
+from broker.webhook_secrets import ensure_webhook_secret
+from broker.webhook_sender import deliver_due
+from broker.webhook_signatures import sign_webhook
+from tests.fake_network import FakeNetwork
 from tests.flow.conftest import CONTOSO_ADMIN, CONTOSO_USER, World, returned
 
 
@@ -37,13 +48,51 @@ def test_every_outcome_is_an_event_written_with_it(world: World) -> None:
     assert one == first
 
 
-def test_tokens_go_into_events_only_when_the_provider_asks(world: World) -> None:
+def test_tokens_reach_the_webhook_but_never_the_events_api_or_the_database(world: World) -> None:
+    """A provider that shares refresh tokens gets them once, by webhook; nothing keeps them after.
+
+    Attacker: anyone who later reads the events API with the provider's key, or a copy of the
+    database. Both find no token string that was handed out.
+    """
     with world.runtime.engine.begin() as connection:
-        connection.execute(update(providers_table).values(webhook_include_tokens=True))
-    returned(world.run("REGISTRATION", CONTOSO_ADMIN))
-    data = list_events(world, type="actionItem.completed")["items"][0]["data"]
-    assert data["authenticationResult"]["accessToken"]
-    assert "refreshToken" not in data["authenticationResult"]
+        connection.execute(update(providers_table).values(share_refresh_token=True))
+    providers.set_webhook_url(
+        world.runtime, world.provider_id, "https://hooks.portal.example/in", include_tokens=True
+    )
+    secret = ensure_webhook_secret(world.runtime, world.provider_id)
+    query = returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    redeemed = world.redeem(query["resultCode"]).json()["authenticationResult"]
+    for item in list_events(world)["items"]:
+        assert "authenticationResult" not in item["data"]
+    network = FakeNetwork()
+    assert enqueue_new_events(world.runtime) == 2
+    assert deliver_due(world.runtime, network.sender()).delivered == 2
+    bodies = [json.loads(request.body) for request in network.requests]
+    handed_out = {
+        value
+        for body in bodies
+        for name, value in body["data"].get("authenticationResult", {}).items()
+        if name in ("accessToken", "idToken", "refreshToken")
+    }
+    assert len(handed_out) == 3  # access, ID and refresh token went out by webhook
+    assert redeemed["refreshToken"] in handed_out
+    for request in network.requests:  # signed over the body that carried the tokens
+        stamp = int(request.headers["webhook-timestamp"])
+        assert request.headers["webhook-signature"] == sign_webhook(
+            [secret or ""], request.headers["webhook-id"], stamp, request.body.decode()
+        )
+    leftovers = {token for token in handed_out if token in every_text_in_the_database(world)}
+    assert leftovers == set()
+
+
+def every_text_in_the_database(world: World) -> str:
+    """Every text value of every column of every table, concatenated."""
+    chunks: list[str] = []
+    with world.runtime.engine.connect() as connection:
+        for table in metadata.sorted_tables:
+            for row in connection.execute(select(table)):
+                chunks.extend(str(value) for value in row if value is not None)
+    return "\n".join(chunks)
 
 
 def test_events_filter_and_page(world: World) -> None:
@@ -59,6 +108,55 @@ def test_events_filter_and_page(world: World) -> None:
     assert list_events(world, enterpriseId=world.enterprise_id, limit=100)["items"]
     future = list_events(world, since="2030-01-01T00:00:00Z")
     assert future["items"] == []
+
+
+def rfc3339_spellings(moment: datetime) -> st.SearchStrategy[str]:
+    """Every way RFC 3339 lets a client write ``moment``: case, offset, fraction."""
+
+    def spell(t: str, z: str, offset_minutes: int, digits: int) -> str:
+        local = moment + timedelta(minutes=offset_minutes)
+        fraction = (
+            f".{local.microsecond:06d}{'0' * max(0, digits - 6)}"[: digits + 1] if digits else ""
+        )
+        if offset_minutes == 0 and z:
+            zone = z
+        else:
+            sign = "+" if offset_minutes >= 0 else "-"
+            hours, minutes = divmod(abs(offset_minutes), 60)
+            zone = f"{sign}{hours:02d}:{minutes:02d}"
+        return local.strftime(f"%Y-%m-%d{t}%H:%M:%S") + fraction + zone
+
+    return st.builds(
+        spell,
+        st.sampled_from(["T", "t"]),
+        st.sampled_from(["Z", "z", ""]),
+        st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59),
+        st.sampled_from([0, 6, 9]),
+    )
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_every_rfc3339_spelling_of_a_time_filters_events_the_same(
+    world: World, data: st.DataObject
+) -> None:
+    """``since=...z`` once answered 500: every valid spelling filters, none is an error."""
+    if not list_events(world)["items"]:
+        returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    created = datetime.fromisoformat(list_events(world)["items"][0]["timestamp"])
+    moment = created.astimezone(UTC).replace(microsecond=created.microsecond)
+    for name, expected in (("since", 2), ("until", 0)):
+        spelled = data.draw(rfc3339_spellings(moment), label=name)
+        response = world.broker.get("/events", params={name: spelled}, headers=world.headers)
+        assert response.status_code == 200, (spelled, response.text)
+        assert len(response.json()["items"]) == expected, spelled
+    for name in ("since", "until"):
+        lower = world.broker.get(
+            "/events", params={name: "2020-01-01t00:00:00z"}, headers=world.headers
+        )
+        assert lower.status_code == 200
 
 
 def test_another_providers_events_are_invisible(world: World) -> None:
@@ -115,43 +213,57 @@ def test_key_rotation_is_audited(world: World) -> None:
 
 
 def test_webhook_attempts_are_listed_and_an_event_can_be_redelivered(world: World) -> None:
-    import httpx
-
-    from broker import providers, webhooks
-
     providers.set_webhook_url(world.runtime, world.provider_id, "https://hooks.portal.example/in")
-    secret = webhooks.ensure_webhook_secret(world.runtime, world.provider_id)
+    secret = ensure_webhook_secret(world.runtime, world.provider_id)
     assert secret and secret.startswith("whsec_")
     returned(world.run("REGISTRATION", CONTOSO_ADMIN))
-    received: list[httpx.Request] = []
-
-    def receiver(request: httpx.Request) -> httpx.Response:
-        received.append(request)
-        return httpx.Response(204)
-
-    client = httpx.Client(transport=httpx.MockTransport(receiver))
-    assert webhooks.enqueue_new_events(world.runtime) == 2
-
-    def deliver() -> webhooks.DeliveryPass:
-        return webhooks.deliver_due(world.runtime, client, resolve=lambda host: ["52.96.0.1"])
-
-    assert deliver().delivered == 2
+    network = FakeNetwork()
+    assert enqueue_new_events(world.runtime) == 2
+    assert deliver_due(world.runtime, network.sender()).delivered == 2
     event_id = list_events(world)["items"][0]["id"]
-    first = received[0]
+    first = network.requests[0]
     assert first.headers["webhook-id"] == event_id
+    assert first.headers["host"] == "hooks.portal.example"
+    assert network.server_names == ["hooks.portal.example"] * 2  # TLS checks the name
     timestamp = int(first.headers["webhook-timestamp"])  # the test clock's time, not now
-    assert first.headers["webhook-signature"] == webhooks.sign_webhook(
-        [secret], event_id, timestamp, first.content.decode()
+    assert first.headers["webhook-signature"] == sign_webhook(
+        [secret], event_id, timestamp, first.body.decode()
     )
     report = world.broker.get(f"/events/{event_id}/attempts", headers=world.headers).json()
     assert report["delivery"]["status"] == "delivered"
     assert [a["outcome"] for a in report["attempts"]] == ["delivered"]
     again = world.broker.post(f"/events/{event_id}/redeliver", headers=world.headers)
     assert again.status_code == 202 and again.json()["status"] == "pending"
-    assert deliver().delivered == 1
-    assert received[-1].headers["webhook-id"] == event_id  # same id: receivers dedupe
+    assert deliver_due(world.runtime, network.sender()).delivered == 1
+    assert network.requests[-1].headers["webhook-id"] == event_id  # same id: receivers dedupe
     report = world.broker.get(f"/events/{event_id}/attempts", headers=world.headers).json()
     assert len(report["attempts"]) == 2
+
+
+def test_a_whole_backlog_is_redelivered_by_one_call(world: World) -> None:
+    providers.set_webhook_url(world.runtime, world.provider_id, "https://hooks.portal.example/in")
+    ensure_webhook_secret(world.runtime, world.provider_id)
+    returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    world.clock.advance(seconds=10)
+    returned(world.run("GET_PRESENCE_CONSENT", CONTOSO_ADMIN))
+    down = FakeNetwork(status=503)
+    enqueue_new_events(world.runtime)
+    assert deliver_due(world.runtime, down.sender()).retrying == 4
+    assert deliver_due(world.runtime, down.sender()).attempted == 0  # backing off
+    after = list_events(world)["items"][2]["timestamp"]
+    response = world.broker.post(
+        "/events/redeliver", params={"since": after.lower()}, headers=world.headers
+    )
+    assert response.status_code == 202 and response.json() == {"rescheduled": 2}
+    up = FakeNetwork()
+    assert deliver_due(world.runtime, up.sender()).delivered == 2
+    everything = world.broker.post("/events/redeliver", headers=world.headers)
+    assert everything.json() == {"rescheduled": 2}
+    assert deliver_due(world.runtime, up.sender()).delivered == 2
+    bad = world.broker.post(
+        "/events/redeliver", params={"until": "yesterday"}, headers=world.headers
+    )
+    assert bad.status_code == 400
 
 
 def test_redelivery_without_a_webhook_url_is_refused(world: World) -> None:

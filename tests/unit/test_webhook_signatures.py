@@ -16,7 +16,8 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from broker.webhooks import SECRET_PREFIX, sign_webhook, verify_webhook
+from broker.webhook_secrets import SECRET_PREFIX
+from broker.webhook_signatures import sign_webhook, verify_webhook
 
 SECRET = SECRET_PREFIX + base64.b64encode(bytes(range(32))).decode()
 OTHER_SECRET = SECRET_PREFIX + base64.b64encode(bytes(range(32, 64))).decode()
