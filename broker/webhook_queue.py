@@ -193,18 +193,41 @@ def enqueue_new_events(runtime: Runtime, *, max_age_seconds: int = ENQUEUE_MAX_A
         return len(inserted.all())
 
 
-def due_deliveries(
-    runtime: Runtime, moment: datetime, *, limit: int, skip_providers: frozenset[str] = frozenset()
-) -> list[DueDelivery]:
-    """Deliveries due at ``moment``, oldest due first, leaving out ``skip_providers``."""
+def due_deliveries(runtime: Runtime, moment: datetime, *, limit: int) -> list[DueDelivery]:
+    """Deliveries due at ``moment``, oldest due first."""
     query = select(_d.event_id, _d.provider_id, _d.attempts).where(_claimable(moment))
-    if skip_providers:
-        query = query.where(_d.provider_id.not_in(sorted(skip_providers)))
     with runtime.engine.connect() as connection:
         rows = connection.execute(
             query.order_by(_d.next_attempt_at, _d.event_id).limit(limit)
         ).all()
     return [DueDelivery(row.event_id, row.provider_id, row.attempts) for row in rows]
+
+
+def next_due_per_provider(
+    runtime: Runtime, moment: datetime, *, skip_providers: frozenset[str], limit: int
+) -> list[DueDelivery]:
+    """Each provider's earliest due delivery (one per provider), leaving out ``skip_providers``.
+
+    A provider with a long backlog shows up once, so it cannot hide the others.
+    """
+    earliest = func.min(_d.next_attempt_at)
+    providers_due = select(_d.provider_id).where(_claimable(moment)).group_by(_d.provider_id)
+    if skip_providers:
+        providers_due = providers_due.where(_d.provider_id.not_in(sorted(skip_providers)))
+    found: list[DueDelivery] = []
+    with runtime.engine.connect() as connection:
+        for provider_id in connection.execute(
+            providers_due.order_by(earliest, _d.provider_id).limit(limit)
+        ).scalars():
+            row = connection.execute(
+                select(_d.event_id, _d.attempts)
+                .where(_d.provider_id == provider_id, _claimable(moment))
+                .order_by(_d.next_attempt_at, _d.event_id)
+                .limit(1)
+            ).first()
+            if row is not None:
+                found.append(DueDelivery(row.event_id, provider_id, row.attempts))
+    return found
 
 
 def claim_delivery(

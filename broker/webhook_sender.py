@@ -50,6 +50,7 @@ from broker.webhook_queue import (
     claim_delivery,
     due_deliveries,
     finish_attempt,
+    next_due_per_provider,
 )
 from broker.webhook_signatures import sign_webhook
 
@@ -60,6 +61,8 @@ DEFAULT_DEADLINE_SECONDS = 10.0
 # after the POST); a worker that died holds an event no longer than that.
 LEASE_MARGIN_SECONDS = 5.0
 USER_AGENT = "ctt-broker-webhooks/1"
+# How many providers with due events one tick looks at (the fairest of them go first).
+PROVIDERS_PER_TICK = 256
 
 Connect = Callable[[str, int, float], httpcore.NetworkStream]
 Monotonic = Callable[[], float]
@@ -250,6 +253,7 @@ class DeliveryLoop:
         self._concurrency = concurrency
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="webhook")
         self._in_flight: set[str] = set()
+        self._last_started: dict[str, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.tally: Counter[str] = Counter()
@@ -261,16 +265,20 @@ class DeliveryLoop:
         free = self._concurrency - len(busy)
         if free <= 0:
             return 0
-        chosen: dict[str, DueDelivery] = {}
-        for due in due_deliveries(
-            self._runtime, self._runtime.now(), limit=free * 8, skip_providers=busy
-        ):
-            chosen.setdefault(due.provider_id, due)
-            if len(chosen) == free:
-                break
+        first_due = {
+            due.provider_id: due
+            for due in next_due_per_provider(
+                self._runtime, self._runtime.now(), skip_providers=busy, limit=PROVIDERS_PER_TICK
+            )
+        }
+        # The provider served longest ago goes first: with every slot taken by
+        # slow receivers, a waiting provider still gets the next free one.
+        order = sorted(first_due, key=lambda provider: self._last_started.get(provider, 0.0))
+        chosen = {provider: first_due[provider] for provider in order[:free]}
         for provider_id, due in chosen.items():
             with self._lock:
                 self._in_flight.add(provider_id)
+                self._last_started[provider_id] = time.monotonic()
             future = self._pool.submit(attempt_delivery, self._runtime, self._sender, due)
             future.add_done_callback(partial(self._finished, provider_id))
         return len(chosen)

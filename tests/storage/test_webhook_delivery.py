@@ -35,18 +35,29 @@ from broker.providers import create_provider, set_webhook_url
 from broker.runtime import Runtime
 from broker.webhook_queue import (
     DELIVERING,
+    ERROR_CLASSES,
     GIVE_UP_AFTER_SECONDS,
     RETRY_BASE_SECONDS,
     RETRY_CAP_SECONDS,
+    claim_delivery,
+    due_deliveries,
     enqueue_new_events,
     get_delivery,
     list_attempts,
     redeliver,
+    redeliver_pending,
 )
 from broker.webhook_secrets import ensure_webhook_secret, live_secrets, rotate_webhook_secret
-from broker.webhook_sender import DeliveryPass, WebhookSender, deliver_due
+from broker.webhook_sender import (
+    LEASE_MARGIN_SECONDS,
+    DeliveryLoop,
+    DeliveryPass,
+    WebhookSender,
+    deliver_due,
+)
 from broker.webhook_signatures import sign_webhook, verify_webhook
 from tests.conftest import FakeClock
+from tests.fake_network import FakeNetwork
 
 TIMEOUT = 0.5
 
@@ -602,3 +613,244 @@ def test_redeliver_queues_an_event_that_was_never_queued(
     assert redeliver(runtime, account.provider_id, event_id).status == "pending"
     assert deliver_due(runtime, http).delivered == 1
     assert receiver.acknowledged() == [event_id]
+
+
+# -- receivers that try to stall the sender ---------------------------------------------
+
+DEADLINE = 1.0
+
+
+@pytest.fixture
+def trickler() -> Iterator[str]:
+    """A receiver that answers ``200 OK`` and then one more byte every 0.4 s, for ever."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(32)
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve(connection: socket.socket) -> None:
+        with connection:
+            try:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.4):
+                    connection.sendall(b"x")
+            except OSError:
+                pass  # the sender hung up: that is the point
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def trickled_provider(runtime: Runtime, url: str, name: str = "Trickler") -> str:
+    provider, _ = create_provider(runtime, name, development=True, webhook_url=url)
+    assert ensure_webhook_secret(runtime, provider.provider_id)
+    return provider.provider_id
+
+
+def test_a_receiver_trickling_bytes_after_200_is_cut_at_the_attempt_deadline(
+    runtime: Runtime, trickler: str
+) -> None:
+    """A receiver sends ``200 OK`` then a byte every few seconds: the attempt ends at its deadline.
+
+    A per-read timeout never fires against it; the old sender stayed on it for minutes.
+    """
+    provider_id = trickled_provider(runtime, trickler)
+    [event_id] = emit(runtime, provider_id)
+    started = time.monotonic()
+    result = run_pass(runtime, WebhookSender(deadline_seconds=DEADLINE))
+    took = time.monotonic() - started
+    assert (result.attempted, result.retrying) == (1, 1)
+    assert DEADLINE <= took < DEADLINE + 0.5
+    [attempt] = list_attempts(runtime, provider_id, event_id)
+    assert (attempt.outcome, attempt.error) == ("timeout", "timeout")
+    assert DEADLINE * 1000 <= attempt.duration_ms < (DEADLINE + 0.3) * 1000
+
+
+@pytest.mark.parametrize(("slots", "tricklers"), [(1, 1), (3, 2)])
+def test_a_trickling_receiver_delays_another_provider_by_at_most_one_deadline(
+    runtime: Runtime, receiver: Receiver, trickler: str, slots: int, tricklers: int
+) -> None:
+    """Receivers trickle bytes; a healthy provider's event waits at most one attempt's deadline.
+
+    Before: one trickling receiver held every provider's delivery (and the background jobs)
+    for minutes. Now each provider has one attempt in flight at most, on a bounded pool.
+    """
+    slow = [trickled_provider(runtime, trickler, f"Trickler {n}") for n in range(tricklers)]
+    for provider_id in slow:
+        emit(runtime, provider_id, 3)
+    healthy = dev_provider(runtime, receiver, "Healthy")
+    [event_id] = emit(runtime, healthy.provider_id)
+    enqueue_new_events(runtime)
+    loop = DeliveryLoop(runtime, WebhookSender(deadline_seconds=DEADLINE), concurrency=slots)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop, 0.05), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    try:
+        while get_delivery(runtime, healthy.provider_id, event_id).status != "delivered":
+            assert time.monotonic() - started < 10, "the healthy provider never got its event"
+            time.sleep(0.02)
+        waited = time.monotonic() - started
+        tick_started = time.monotonic()
+        loop.tick()  # never blocks on the attempts in flight
+        assert time.monotonic() - tick_started < 0.5
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        loop.close()
+    print(f"healthy provider delivered after {waited:.2f} s with {slots} slot(s)")
+    # With a free slot it goes at once; with one slot it waits for one trickler's deadline.
+    assert waited < (0.5 if slots > len(slow) else DEADLINE + 0.5)
+    assert receiver.acknowledged() == [event_id]
+
+
+def test_dns_rebinding_cannot_swap_in_a_private_address_after_the_check(
+    runtime: Runtime,
+) -> None:
+    """The attacker's DNS answers a public address to the check and 127.0.0.1 to the connect.
+
+    The sender resolves once and connects to the address it checked; TLS still checks the name.
+    """
+    provider, _ = create_provider(runtime, "Rebinder", webhook_url="https://rebind.example/in")
+    assert ensure_webhook_secret(runtime, provider.provider_id)
+    answers = iter([["52.96.0.1"], ["127.0.0.1"], ["127.0.0.1"]])
+    network = FakeNetwork()
+    network.resolve = lambda host: (network.lookups.append(host), next(answers))[1]  # type: ignore[method-assign]
+    [event_id] = emit(runtime, provider.provider_id)
+    assert run_pass(runtime, network.sender()).delivered == 1
+    assert network.lookups == ["rebind.example"]  # one lookup per attempt
+    assert network.connected == ["52.96.0.1"]  # to the checked address, never re-resolved
+    assert network.server_names == ["rebind.example"]  # certificate checked for the name
+    assert network.requests[0].headers["host"] == "rebind.example"
+    # The next attempt sees the private answer: refused before any connection.
+    redeliver(runtime, provider.provider_id, event_id)
+    assert run_pass(runtime, network.sender()).refused == 1
+    assert network.connected == ["52.96.0.1"]
+
+
+def unresolvable(host: str) -> list[str]:
+    raise OSError(f"{host}: NXDOMAIN")
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("closed port", ("network_error", "refused")),
+        ("tls to a plain http server", ("network_error", "tls")),
+        ("no such host", ("network_error", "dns")),
+        ("server error", ("rejected", "http_status")),
+        ("slow answer", ("timeout", "timeout")),
+        ("private address", ("refused", "blocked")),
+    ],
+)
+def test_attempt_errors_are_coarse_classes_not_a_port_scan_oracle(
+    runtime: Runtime, receiver: Receiver, case: str, expected: tuple[str, str]
+) -> None:
+    """A provider aiming its webhook at hosts and ports learns a class, not the network's words."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    account = dev_provider(runtime, receiver, "Scanner")
+    sender = WebhookSender(deadline_seconds=TIMEOUT)
+    url = receiver.url("scanner")
+    if case == "closed port":
+        url = closed
+    elif case == "tls to a plain http server":
+        url = receiver.url("scanner").replace("http://", "https://")
+    elif case == "no such host":
+        url = "https://hooks.nowhere.example/in"
+        sender = WebhookSender(deadline_seconds=TIMEOUT, resolve=unresolvable)
+    elif case == "server error":
+        receiver.answer = 500
+    elif case == "slow answer":
+        receiver.answer = "slow"
+    elif case == "private address":
+        url = "https://hooks.inside.example/in"
+        sender = WebhookSender(deadline_seconds=TIMEOUT, resolve=lambda host: ["10.1.2.3"])
+    set_webhook_url(runtime, account.provider_id, url)
+    [event_id] = emit(runtime, account.provider_id)
+    run_pass(runtime, sender)
+    [attempt] = list_attempts(runtime, account.provider_id, event_id)
+    assert (attempt.outcome, attempt.error) == expected
+    assert attempt.error in ERROR_CLASSES
+    assert get_delivery(runtime, account.provider_id, event_id).last_error == expected[1]
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+
+def test_a_dead_workers_attempt_is_retried_one_deadline_and_margin_later(
+    runtime: Runtime, receiver: Receiver, clock: FakeClock
+) -> None:
+    """A worker dies mid-attempt: its lease holds the event for the deadline plus 5 s, not 100 s."""
+    account = dev_provider(runtime, receiver, "Orphaned")
+    [event_id] = emit(runtime, account.provider_id)
+    enqueue_new_events(runtime)
+    sender = WebhookSender(deadline_seconds=DEADLINE)
+    [due] = due_deliveries(runtime, clock.current, limit=10)
+    assert claim_delivery(runtime, due, clock.current, sender.lease) is not None  # then it died
+    clock.advance(seconds=DEADLINE + LEASE_MARGIN_SECONDS - 0.5)
+    assert run_pass(runtime, sender).attempted == 0
+    clock.advance(seconds=1)
+    assert run_pass(runtime, sender).delivered == 1
+    assert receiver.acknowledged() == [event_id]
+
+
+def test_the_first_success_brings_the_providers_backlog_forward(
+    runtime: Runtime, receiver: Receiver, http: WebhookSender, clock: FakeClock
+) -> None:
+    """A receiver back after an outage gets its whole backlog now, not at each event's backoff."""
+    account = dev_provider(runtime, receiver, "Back Again")
+    produced = emit(runtime, account.provider_id, 5)
+    receiver.answer = 503
+    for _ in range(4):
+        run_pass(runtime, http)
+        advance_to_next_due(runtime, clock)  # only the earliest becomes due
+    receiver.answer = 200
+    first = run_pass(runtime, http)
+    assert first.delivered >= 1
+    # No clock change: the rest were brought forward by that first 2xx.
+    rest = run_pass(runtime, http)
+    assert first.delivered + rest.delivered == len(produced)
+    assert sorted(set(receiver.acknowledged())) == sorted(produced)
+
+
+def test_redeliver_pending_reschedules_the_backlog_in_a_time_range(
+    runtime: Runtime, receiver: Receiver, http: WebhookSender, clock: FakeClock
+) -> None:
+    account = dev_provider(runtime, receiver, "Range")
+    early = emit(runtime, account.provider_id, 2)
+    clock.advance(minutes=10)
+    middle = clock.current
+    late = emit(runtime, account.provider_id, 3)
+    receiver.answer = 503
+    assert run_pass(runtime, http).retrying == 5
+    since = middle.isoformat().replace("+00:00", "z")
+    assert redeliver_pending(runtime, account.provider_id, since=since) == 3
+    receiver.answer = 200
+    assert run_pass(runtime, http).delivered == 3
+    assert sorted(receiver.acknowledged()) == sorted(late)
+    assert redeliver_pending(runtime, account.provider_id, include_failed=False) == 2
+    assert run_pass(runtime, http).delivered == 2
+    assert sorted(receiver.acknowledged()) == sorted(early + late)
+    with pytest.raises(errors.InvalidRequest):
+        redeliver_pending(runtime, account.provider_id, until="last tuesday")
+    quiet, _ = create_provider(runtime, "No Hook")
+    with pytest.raises(errors.WebhookNotConfigured):
+        redeliver_pending(runtime, quiet.provider_id)

@@ -124,7 +124,7 @@ def test_addresses_python_calls_global_are_still_refused(host: str) -> None:
         ("192.0.2.1", "documentation"),
         ("224.0.0.1", "multicast"),
         ("255.255.255.255", "reserved"),
-        ("0.0.0.0", "unspecified"),
+        ("0.0.0.0", "unspecified"),  # noqa: S104 - an address under test, not a bind
         ("fd00::1", "unique local"),
         ("fec0::1", "site-local"),
         ("::ffff:10.0.0.1", "IPv4-mapped address (embeds 10.0.0.1)"),
