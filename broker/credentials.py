@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.catalog import Catalog
+from broker.event_sealing import EventKeyring
 from broker.settings import Settings
 from broker.state import StateKeyring
 from broker.tokens import b64url
@@ -90,6 +91,12 @@ def load_credentials(
     apps = _app_credentials(settings, catalog, problems)
     keyring = _state_keyring(settings, random_bytes, problems)
     result_key = _result_key(settings, problems)
+    if settings.event_keys:
+        # Checked at start-up, not at the first sealed event in the middle of a callback.
+        try:
+            EventKeyring.from_setting(settings.event_keys)
+        except ValueError as exc:
+            problems.append(f"CTT_EVENT_KEYS: {exc}")
     if problems:
         raise ValueError("; ".join(problems))
     assert keyring is not None and result_key is not None
