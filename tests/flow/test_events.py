@@ -252,16 +252,16 @@ def test_a_whole_backlog_is_redelivered_by_one_call(world: World) -> None:
     assert deliver_due(world.runtime, down.sender()).attempted == 0  # backing off
     after = list_events(world)["items"][2]["timestamp"]
     response = world.broker.post(
-        "/events/redeliver", params={"since": after.lower()}, headers=world.headers
+        "/webhooks/redeliver", params={"since": after.lower()}, headers=world.headers
     )
     assert response.status_code == 202 and response.json() == {"rescheduled": 2}
     up = FakeNetwork()
     assert deliver_due(world.runtime, up.sender()).delivered == 2
-    everything = world.broker.post("/events/redeliver", headers=world.headers)
+    everything = world.broker.post("/webhooks/redeliver", headers=world.headers)
     assert everything.json() == {"rescheduled": 2}
     assert deliver_due(world.runtime, up.sender()).delivered == 2
     bad = world.broker.post(
-        "/events/redeliver", params={"until": "yesterday"}, headers=world.headers
+        "/webhooks/redeliver", params={"until": "yesterday"}, headers=world.headers
     )
     assert bad.status_code == 400
 

@@ -49,13 +49,13 @@ SECRETS = {
 def test_production_requires_its_secrets_and_talks_to_microsoft() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "https://broker.example"})
-    assert len(caught.value.problems) == 3
+    assert len(caught.value.problems) == 4  # credentials, state keys, result key, event keys
     settings = load_settings(
         {"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "https://broker.example", **SECRETS}
     )
     assert settings.login_host == "https://login.microsoftonline.com"
     assert settings.login_transport_url is None
-    assert "A" * 43 not in repr(settings)
+    assert "A" * 43 not in repr(settings) and "B" * 43 not in repr(settings)
 
 
 def test_sandbox_never_points_at_microsoft() -> None:
