@@ -268,3 +268,40 @@ def test_a_malformed_event_key_stops_the_start_not_a_callback(runtime: Runtime) 
     settings = replace(runtime.settings, event_keys="k1:too-short")
     with pytest.raises(ValueError, match="CTT_EVENT_KEYS"):
         load_credentials(settings, runtime.catalog, runtime.random_bytes)
+
+
+def test_tokens_left_in_clear_by_older_versions_are_stripped_on_upgrade(tmp_path: Path) -> None:
+    """A database from before sealing still held refresh tokens in events: the upgrade drops them."""
+    from sqlalchemy import text
+
+    from broker.migrate import upgrade_database
+
+    engine = make_engine(f"sqlite:///{tmp_path}/old.sqlite3")
+    upgrade_database(engine, "0004")
+    document = {
+        "id": "evt_1",
+        "type": "actionItem.completed",
+        "data": {"status": "completed", "authenticationResult": TOKENS},
+    }
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO providers (id, name, development, share_refresh_token, "
+                "webhook_include_tokens, created_at) VALUES ('prv_1', 'Old', 0, 1, 1, "
+                "'2026-01-01 00:00:00.000000')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO events (id, provider_id, type, payload, created_at) VALUES "
+                "('evt_1', 'prv_1', 'actionItem.completed', :payload, "
+                "'2026-01-01 00:00:00.000000')"
+            ),
+            {"payload": json.dumps(document)},
+        )
+    upgrade_database(engine)
+    with engine.connect() as connection:
+        payload = connection.execute(text("SELECT payload FROM events")).scalar_one()
+    engine.dispose()
+    assert json.loads(payload)["data"] == {"status": "completed"}
+    assert all(token not in payload for token in TOKENS.values())
