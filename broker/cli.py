@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -39,7 +38,7 @@ from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, SettingsError, load_settings
 from broker.webhook_queue import enqueue_new_events, redeliver_pending
 from broker.webhook_secrets import ensure_webhook_secret, rotate_webhook_secret
-from broker.webhook_sender import DeliveryLoop, WebhookSender, deliver_due
+from broker.webhook_sender import LEASE_MARGIN_SECONDS, DeliveryLoop, WebhookSender, deliver_due
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -191,22 +190,34 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
             sent = deliver_due(runtime, sender, max_parallel=settings.webhook_concurrency)
             print(f"worker: webhooks {sent.delivered}/{sent.attempted} delivered", file=out)
             return 0 if jobs_ok else EXIT_REFUSED
-        return _work_forever(runtime, sender, args.interval, out, err)
+        run_worker_loops(runtime, sender, interval=args.interval, out=out, err=err)
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:
         runtime.engine.dispose()
 
 
-def _work_forever(
-    runtime: Runtime, sender: WebhookSender, interval: float, out: TextIO, err: TextIO
-) -> int:
-    """Deliveries and background jobs in separate loops: neither waits for the other."""
+def run_worker_loops(
+    runtime: Runtime,
+    sender: WebhookSender,
+    *,
+    interval: float,
+    out: TextIO,
+    err: TextIO,
+    stop: threading.Event | None = None,
+) -> None:
+    """Deliveries and background jobs in separate loops: neither ever waits for the other.
+
+    The delivery loop runs in its own thread (with its own bounded pool); the
+    jobs run here every ``interval`` seconds until ``stop`` is set.
+    """
+    stop = stop or threading.Event()
     deliveries = DeliveryLoop(runtime, sender, concurrency=runtime.settings.webhook_concurrency)
-    stop = threading.Event()
+    stopping = threading.Event()
     thread = threading.Thread(
         target=deliveries.run,
-        args=(stop, DELIVERY_POLL_SECONDS),
+        args=(stopping, DELIVERY_POLL_SECONDS),
         name="webhook-deliveries",
         daemon=True,
     )
@@ -214,10 +225,11 @@ def _work_forever(
     try:
         while True:
             _run_jobs(runtime, out, err)
-            time.sleep(interval)
+            if stop.wait(interval):
+                return
     finally:
-        stop.set()
-        thread.join(timeout=runtime.settings.webhook_attempt_seconds + 5)
+        stopping.set()
+        thread.join(timeout=sender.deadline_seconds + LEASE_MARGIN_SECONDS)
         deliveries.close()
 
 

@@ -8,6 +8,7 @@ received. The clock is the FakeClock: tests move it to make retries due.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import socket
 import threading
@@ -854,3 +855,52 @@ def test_redeliver_pending_reschedules_the_backlog_in_a_time_range(
     quiet, _ = create_provider(runtime, "No Hook")
     with pytest.raises(errors.WebhookNotConfigured):
         redeliver_pending(runtime, quiet.provider_id)
+
+
+def test_background_jobs_run_while_a_trickling_receiver_holds_a_delivery(
+    runtime: Runtime, trickler: str, clock: FakeClock
+) -> None:
+    """Consent confirmation, purges and retention shared a loop with deliveries and stopped.
+
+    Now the worker's jobs run in their own loop: they finish while an attempt is in flight.
+    """
+    from broker.cli import run_worker_loops
+
+    quiet, _ = create_provider(runtime, "No Hook")
+    with runtime.engine.begin() as connection:
+        stale = emit_event(
+            connection,
+            runtime,
+            quiet.provider_id,
+            "actionItem.completed",
+            {"authenticationResult": {"accessToken": "at-1"}},
+        )
+    clock.advance(hours=25)  # never to be delivered: the retention job erases its tokens
+    slow = trickled_provider(runtime, trickler)
+    [held] = emit(runtime, slow)
+    out, err, stop = io.StringIO(), io.StringIO(), threading.Event()
+    worker = threading.Thread(
+        target=run_worker_loops,
+        args=(runtime, WebhookSender(deadline_seconds=3.0)),
+        kwargs={"interval": 0.1, "out": out, "err": err, "stop": stop},
+        daemon=True,
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 2.0
+        while sealed_tokens(runtime, stale) is not None:
+            assert time.monotonic() < deadline, "the jobs waited behind the delivery"
+            time.sleep(0.02)
+        assert get_delivery(runtime, slow, held).status == "delivering"  # still trickling
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    assert not worker.is_alive() and err.getvalue() == ""
+    assert outcomes(runtime, slow, held) == ["timeout"]
+
+
+def sealed_tokens(runtime: Runtime, event_id: str) -> str | None:
+    with runtime.engine.connect() as connection:
+        return connection.execute(
+            select(events.c.sealed_tokens).where(events.c.id == event_id)
+        ).scalar_one()
