@@ -54,6 +54,7 @@ from broker.webhook_sender import (
     DeliveryLoop,
     DeliveryPass,
     WebhookSender,
+    connect_tcp,
     deliver_due,
 )
 from broker.webhook_signatures import sign_webhook, verify_webhook
@@ -904,3 +905,139 @@ def sealed_tokens(runtime: Runtime, event_id: str) -> str | None:
         return connection.execute(
             select(events.c.sealed_tokens).where(events.c.id == event_id)
         ).scalar_one()
+
+
+# -- TLS to the pinned address ------------------------------------------------------------
+
+
+def issue_certificate(names: list[str]) -> tuple[bytes, bytes, bytes]:
+    """A throwaway CA and a server certificate for ``names``: (CA PEM, cert PEM, key PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem
+
+
+def read_request(connection: socket.socket) -> bytes:
+    """Read one whole HTTP/1.1 request (head and Content-Length body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Any) -> Iterator[tuple[int, bytes]]:
+    """An HTTPS receiver on loopback whose certificate names only hooks.partner.example."""
+    import ssl
+
+    ca_pem, cert_pem, key_pem = issue_certificate(["hooks.partner.example"])
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(raw, server_side=True) as tls:
+                    tls.settimeout(2)
+                    read_request(tls)
+                    tls.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+            except OSError:
+                pass  # the client refused our certificate
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], ca_pem
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("hooks.partner.example", ("delivered", None)),
+        ("evil.partner.example", ("network_error", "tls")),
+    ],
+)
+def test_tls_is_verified_for_the_host_name_while_connecting_to_the_checked_address(
+    runtime: Runtime, tls_receiver: tuple[int, bytes], host: str, expected: tuple[str, str | None]
+) -> None:
+    """Pinning the address must not weaken TLS: a certificate for another name is refused."""
+    import ssl
+
+    port, ca_pem = tls_receiver
+    provider, _ = create_provider(runtime, "TLS", webhook_url=f"https://{host}:{port}/in")
+    assert ensure_webhook_secret(runtime, provider.provider_id)
+    dialled: list[str] = []
+
+    def connect(address: str, port: int, timeout: float) -> Any:
+        dialled.append(address)  # the checked public address; the test wires it to loopback
+        return connect_tcp("127.0.0.1", port, timeout)
+
+    sender = WebhookSender(
+        deadline_seconds=2.0,
+        resolve=lambda name: ["52.96.0.1"],
+        connect=connect,
+        ssl_context=ssl.create_default_context(cadata=ca_pem.decode()),
+    )
+    [event_id] = emit(runtime, provider.provider_id)
+    run_pass(runtime, sender)
+    [attempt] = list_attempts(runtime, provider.provider_id, event_id)
+    assert (attempt.outcome, attempt.error) == expected
+    assert dialled == ["52.96.0.1"]
