@@ -211,7 +211,7 @@ def start_broker(plan: Plan) -> subprocess.Popen[bytes]:
 
 
 def start_worker(plan: Plan) -> subprocess.Popen[bytes]:
-    """``ctt-broker worker``: confirms consents Microsoft was slow to show, purges results."""
+    """``ctt-broker worker``: delivers webhooks; confirms slow consents, purges, retention."""
     command = shutil.which("ctt-broker", path=os.path.dirname(sys.executable))
     if command is None:
         raise SandboxError("the ctt-broker console script is not installed next to this Python")
