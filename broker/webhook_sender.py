@@ -49,6 +49,7 @@ from broker.webhook_queue import (
     DueDelivery,
     claim_delivery,
     due_deliveries,
+    enqueue_new_events,
     finish_attempt,
     next_due_per_provider,
 )
@@ -285,8 +286,6 @@ class DeliveryLoop:
 
     def run(self, stop: threading.Event, interval: float) -> None:
         """Enqueue and tick until ``stop`` is set; sleeps ``interval`` when nothing is due."""
-        from broker.webhook_queue import enqueue_new_events
-
         while not stop.is_set():
             try:
                 enqueue_new_events(self._runtime)
