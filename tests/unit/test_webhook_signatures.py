@@ -1,6 +1,6 @@
 """What a receiver of our webhooks must check, verified with the Standard Webhooks library.
 
-Each vector is a delivery as :mod:`broker.webhooks` signs it, then changed the
+Each vector is a delivery as :mod:`broker.webhook_signatures` signs it, then changed the
 way an attacker (or a broken proxy) would. ``verify_webhook`` is the verifier
 we recommend: it wraps ``standardwebhooks.Webhook.verify`` so every bad
 delivery ends in ``WebhookVerificationError`` and never in another exception.
