@@ -271,7 +271,7 @@ def test_a_malformed_event_key_stops_the_start_not_a_callback(runtime: Runtime) 
 
 
 def test_tokens_left_in_clear_by_older_versions_are_stripped_on_upgrade(tmp_path: Path) -> None:
-    """A database from before sealing still held refresh tokens in events: the upgrade drops them."""
+    """A database from before sealing held refresh tokens in events: the upgrade drops them."""
     from sqlalchemy import text
 
     from broker.migrate import upgrade_database
