@@ -271,7 +271,7 @@ def test_a_malformed_event_key_stops_the_start_not_a_callback(runtime: Runtime) 
 
 
 def test_tokens_left_in_clear_by_older_versions_are_stripped_on_upgrade(tmp_path: Path) -> None:
-    """A database from before sealing held refresh tokens in events: the upgrade drops them."""
+    """An older database held refresh tokens in events and socket errors: the upgrade drops both."""
     from sqlalchemy import text
 
     from broker.migrate import upgrade_database
@@ -299,9 +299,30 @@ def test_tokens_left_in_clear_by_older_versions_are_stripped_on_upgrade(tmp_path
             ),
             {"payload": json.dumps(document)},
         )
+        connection.execute(
+            text(
+                "INSERT INTO webhook_deliveries (event_id, provider_id, url, status, attempts, "
+                "round_attempts, next_attempt_at, created_at, last_error) VALUES ('evt_1', "
+                "'prv_1', 'https://h.example/', 'pending', 1, 1, '2026-01-01 00:00:00.000000', "
+                "'2026-01-01 00:00:00.000000', 'ConnectError: [Errno 111] 10.0.0.5:6379')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO webhook_attempts (id, event_id, attempt, url, started_at, "
+                "duration_ms, error, outcome) VALUES ('wha_1', 'evt_1', 1, 'https://h.example/', "
+                "'2026-01-01 00:00:00.000000', 3, 'ConnectError: [Errno 111] 10.0.0.5:6379', "
+                "'network_error')"
+            )
+        )
     upgrade_database(engine)
     with engine.connect() as connection:
         payload = connection.execute(text("SELECT payload FROM events")).scalar_one()
+        attempt_error = connection.execute(text("SELECT error FROM webhook_attempts")).scalar_one()
+        last_error = connection.execute(
+            text("SELECT last_error FROM webhook_deliveries")
+        ).scalar_one()
     engine.dispose()
+    assert attempt_error == last_error == "network"  # no port-scan answers kept either
     assert json.loads(payload)["data"] == {"status": "completed"}
     assert all(token not in payload for token in TOKENS.values())
