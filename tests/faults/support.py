@@ -512,13 +512,18 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
             servers.append(server)
         for server, base in zip(servers, instances, strict=True):
             wait_healthy(server, base)
+        engine = create_engine(postgres.url, pool_pre_ping=True, pool_size=2)
+        cleanup.callback(engine.dispose)
+        before = _client_connections(engine)
         workers = []
         for number in range(2):
             worker = spawn(f"worker-{number}", [cli_path, "worker", "--interval", "0.5"], env, logs)
             cleanup.callback(worker.stop)
             workers.append(worker)
-        engine = create_engine(postgres.url, pool_pre_ping=True, pool_size=2)
-        cleanup.callback(engine.dispose)
+        # A worker checks the schema once at start and exits if the database is down then:
+        # the tests may stop PostgreSQL only once both workers are past that point.
+        if not wait_until(lambda: _client_connections(engine) >= before + 2, START_SECONDS):
+            raise RuntimeError("the workers did not connect:\n" + workers[0].output())
         yield Stack(
             postgres=postgres,
             emulator=emulator,
@@ -529,6 +534,16 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
             servers=(servers[0], servers[1]),
             env=env,
             engine=engine,
+        )
+
+
+def _client_connections(engine: Engine) -> int:
+    """Client connections the server holds now (ours included)."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+            ).scalar_one()
         )
 
 
