@@ -8,14 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.faults.support import (
-    Browser,
-    Stack,
-    browser_outcome,
-    invariant_violations,
-    item_records,
-    table,
-)
+from tests.faults.invariant import invariant_violations, item_records
+from tests.faults.stack import Browser, Stack, browser_outcome, table
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -80,7 +74,9 @@ def test_flows_launched_on_one_instance_complete_on_the_other(stack: Stack) -> N
         assert browser_outcome(answer, provider) == "completed", answer.text[:300]
         code = dict(httpx.URL(answer.headers["location"]).params)["resultCode"]
         with stack.api(launch_on) as api:
-            redeemed = api.post("/results/redeem", json={"resultCode": code}, headers=provider.headers)
+            redeemed = api.post(
+                "/results/redeem", json={"resultCode": code}, headers=provider.headers
+            )
         assert redeemed.status_code == 200, redeemed.text
         assert redeemed.json()["status"] == "completed"
         with stack.api(return_on) as api:

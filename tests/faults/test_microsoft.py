@@ -8,14 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.faults.support import (
+from tests.faults.invariant import invariant_violations, item_records
+from tests.faults.stack import (
     MICROSOFT_TIMEOUT_SECONDS,
     Browser,
     Provider,
     Stack,
     browser_outcome,
-    invariant_violations,
-    item_records,
     table,
 )
 
@@ -27,7 +26,9 @@ CONSENT = "GET_PRESENCE_CONSENT"
 PERSISTENT_FAILURES = 20
 
 
-def _at_the_callback(stack: Stack, provider: Provider, action_type: str) -> tuple[Browser, str, str]:
+def _at_the_callback(
+    stack: Stack, provider: Provider, action_type: str
+) -> tuple[Browser, str, str]:
     """An admin who clicked and answered Microsoft; returns the browser, item and callback."""
     browser = Browser(stack)
     item, link = stack.link(provider, action_type)

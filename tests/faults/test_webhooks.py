@@ -8,15 +8,9 @@ from collections import Counter
 import pytest
 from sqlalchemy import text
 
-from tests.faults.support import (
-    Browser,
-    Provider,
-    Stack,
-    browser_outcome,
-    invariant_violations,
-    table,
-    wait_until,
-)
+from tests.faults.invariant import invariant_violations
+from tests.faults.servers import wait_until
+from tests.faults.stack import Browser, Provider, Stack, browser_outcome, table
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -104,9 +98,13 @@ def test_webhook_receiver_down_then_back_delivers_everything_once(stack: Stack) 
             },
         )
     )
-    assert delivered, f"{len(everything - set(arrivals))} events still waiting {RECOVERY_SECONDS} s after recovery"
+    waiting = len(everything - set(arrivals))
+    assert delivered, f"{waiting} events still waiting {RECOVERY_SECONDS} s after recovery"
     assert set(arrivals) == everything, "a delivery for an unknown event"
     assert all(count == 1 for count in arrivals.values()), "an event was delivered twice"
-    assert invariant_violations(
-        stack, provider, settled=backlog_items + fresh_items, browsers=[browser, fresh_browser]
-    ) == []
+    assert (
+        invariant_violations(
+            stack, provider, settled=backlog_items + fresh_items, browsers=[browser, fresh_browser]
+        )
+        == []
+    )
