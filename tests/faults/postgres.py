@@ -19,6 +19,9 @@ from pathlib import Path
 
 from sandbox.launch import free_port
 
+FOLDER_PREFIX = "ctt-faults-pg-"
+OWNER_FILE = "owner.pid"
+
 
 class PrivatePostgres:
     """A PostgreSQL cluster in a temporary folder, on a free port, trust auth, loopback only.
@@ -27,7 +30,7 @@ class PrivatePostgres:
     user in a folder it owns.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         found = sorted(
             glob.glob("/usr/lib/postgresql/*/bin"),
             key=lambda path: int(Path(path).parent.name.split(".")[0]),
@@ -36,14 +39,18 @@ class PrivatePostgres:
             raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
         self.bin = Path(found[-1])
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="ctt-faults-pg-"))
+        self.root = root or Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self._run_as: list[str] = []
         if os.geteuid() == 0:
-            owner = pwd.getpwnam("postgres")
-            os.chown(self.root, owner.pw_uid, owner.pw_gid)
             self._run_as = ["runuser", "-u", "postgres", "--"]
+        if root is None:
+            # Whose cluster this is: a later run stops it if this process dies without cleaning up.
+            (self.root / OWNER_FILE).write_text(str(os.getpid()), "ascii")
+            if self._run_as:
+                owner = pwd.getpwnam("postgres")
+                os.chown(self.root, owner.pw_uid, owner.pw_gid)
 
     @property
     def url(self) -> str:
@@ -120,9 +127,25 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def reap_orphans() -> int:
+    """Stop and delete clusters left by test runs that were killed; returns how many."""
+    reaped = 0
+    for folder in Path(tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text("ascii"))
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            PrivatePostgres(folder).destroy()
+            reaped += 1
+        except (OSError, ValueError):
+            continue  # not ours to judge: unreadable, or still being set up
+    return reaped
+
+
 @contextmanager
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A created and started cluster for the block, always destroyed afterwards."""
+    reap_orphans()
     cluster = PrivatePostgres()
     try:
         cluster.create()
