@@ -39,7 +39,7 @@ class PrivatePostgres:
             raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
         self.bin = Path(found[-1])
         self.port = free_port()
-        self.root = root or Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+        self.root = root or Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=_parent()))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self._run_as: list[str] = []
@@ -127,10 +127,16 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _parent() -> str | None:
+    # As root the server runs as ``postgres``, which must reach the folder: /tmp, whatever
+    # TMPDIR says. The socket path must also stay short (about 100 bytes at most).
+    return "/tmp" if os.geteuid() == 0 else None  # noqa: S108
+
+
 def reap_orphans() -> int:
     """Stop and delete clusters left by test runs that were killed; returns how many."""
     reaped = 0
-    for folder in Path(tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+    for folder in Path(_parent() or tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
         try:
             owner = int((folder / OWNER_FILE).read_text("ascii"))
             os.kill(owner, 0)

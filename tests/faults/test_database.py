@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from tests.faults.invariant import invariant_violations, item_records, settle
+from tests.faults.invariant import item_records, settle
 from tests.faults.servers import wait_until
 from tests.faults.stack import Browser, Stack, browser_outcome, table
 
@@ -218,4 +218,3 @@ def test_database_outage_under_load_answers_503_not_500(stack: Stack) -> None:
     assert seen == stored
     assert set(stored) <= {"completed", "failed"}, stored
     assert problems == []
-    assert invariant_violations(stack, provider) == []
