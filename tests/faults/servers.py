@@ -12,7 +12,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +27,7 @@ from sandbox.launch import free_port
 START_SECONDS = 40.0
 
 
-def wait_until(condition: Any, seconds: float, interval: float = 0.1) -> bool:
+def wait_until(condition: Callable[[], object], seconds: float, interval: float = 0.1) -> bool:
     """Poll ``condition()`` until it is true or ``seconds`` pass; returns its last answer."""
     deadline = time.monotonic() + seconds
     while True:
