@@ -1,7 +1,7 @@
 # ctt-broker: one entry point for people and CI.
 #   make run    set up and run the sandbox: broker, Microsoft emulator, demo portal, worker
 #   make test   set up and run every check: lint, types, unit, API, storage (SQLite and
-#               PostgreSQL), contract tests
+#               PostgreSQL), faults (a private PostgreSQL the tests crash), contract tests
 
 PYTHON ?= python3
 VENV ?= .venv
