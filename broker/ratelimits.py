@@ -65,6 +65,14 @@ class RateLimits:
         """Whether ``key`` still has room in ``bucket``, without counting."""
         return self._ask(bucket, key, count=False)
 
+    def refuse_if_exhausted(self, bucket: str, key: str) -> None:
+        """Raise :class:`errors.RateLimited` if ``key`` has no room left, without counting."""
+        verdict = self.check(bucket, key)
+        if not verdict.allowed:
+            raise errors.RateLimited(
+                "too many requests; try again later", retry_after=verdict.retry_after
+            )
+
     def enforce(self, bucket: str, key: str) -> None:
         """Count one request; raise :class:`errors.RateLimited` when over the budget."""
         verdict = self.hit(bucket, key)
