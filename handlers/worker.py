@@ -35,7 +35,7 @@ class DeadlineH11Protocol(H11Protocol):
 
     head_timeout_seconds: ClassVar[float] = 10.0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._request_deadline: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         self._arm_request_deadline()
