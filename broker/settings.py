@@ -191,7 +191,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "RATE_LIMIT_AUTH_FAILURES": ("30/minute", "Failed API authentications per client IP."),
     "RATE_LIMIT_API": ("1200/minute", "Provider API requests per API key."),
     "TRUSTED_PROXIES": (
-        "",
+        "(none)",
         "Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` names the client IP.",
     ),
     "SWAGGER_UI": (
@@ -200,7 +200,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
 }
 
-_UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "")
+_UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
 MICROSOFT_LOGIN_HOST = "https://login.microsoftonline.com"
 EMULATOR_LOGIN_HOST = "https://login.emulator.test"
 EMULATOR_URL = "http://127.0.0.1:8400"
