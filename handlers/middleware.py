@@ -53,7 +53,7 @@ class RouteLimits:
 # GET, in the form body for form_post).
 CALLBACK_LIMITS = RouteLimits(
     max_parameters=48,
-    max_query_bytes=16 * 1024,
+    max_query_bytes=24 * 1024,
     max_header_fields=64,
     max_header_field_bytes=8 * 1024,
     max_header_bytes=16 * 1024,
