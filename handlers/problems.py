@@ -17,10 +17,10 @@ from typing import Any
 
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from sqlalchemy import exc as sqlalchemy_exc
 from starlette.exceptions import HTTPException
 
 from broker import errors
+from broker.health import database_unreachable
 from handlers import pages
 
 log = logging.getLogger("ctt_broker.problems")
@@ -29,13 +29,6 @@ PROBLEM_TYPE = "urn:ctt-broker:problem:"
 BROWSER_PATHS = ("/actions/", "/oauth/")
 MEDIA_TYPE = "application/problem+json"
 DEFAULT_RETRY_AFTER_SECONDS = 5
-# Connection-level database failures: the database is away, not our code wrong.
-DATABASE_UNREACHABLE = (
-    sqlalchemy_exc.OperationalError,
-    sqlalchemy_exc.DisconnectionError,
-    sqlalchemy_exc.InterfaceError,
-    sqlalchemy_exc.TimeoutError,
-)
 
 # Connexion reports which field failed as "... - 'field.path'"; a few fields
 # have a code of their own.
@@ -110,7 +103,7 @@ def translate(exc: Exception) -> tuple[errors.BrokerError, str | None]:
     if isinstance(exc, UnicodeDecodeError):
         # Connexion decodes JSON bodies without catching this (a 500 otherwise).
         return errors.InvalidRequestBody("the request body is not valid UTF-8"), None
-    if isinstance(exc, DATABASE_UNREACHABLE):
+    if database_unreachable(exc):
         return errors.ServiceUnavailable(
             "the database does not answer; try again in a moment"
         ), None
