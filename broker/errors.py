@@ -305,11 +305,51 @@ class ApiKeyNotFound(NotFound):
 
 
 class ServiceUnavailable(BrokerError):
-    """Raised when the database is unreachable or its schema is not current."""
+    """Raised when the database is unreachable or not current, or the instance is saturated.
+
+    The answer carries ``Retry-After`` (``extra["retry_after"]``, default 5 s).
+    """
 
     status = 503
     code = "SERVICE_UNAVAILABLE"
     title = "Service unavailable"
+
+
+# -- abuse limits: answered before the request reaches a handler ------------
+
+
+class TooManyParameters(InvalidRequest):
+    """Raised when a query carries more parameters than its route allows."""
+
+    code = "TOO_MANY_PARAMETERS"
+    title = "Too many query parameters"
+
+
+class UriTooLong(BrokerError):
+    """Raised when the query string is longer than its route allows."""
+
+    status = 414
+    code = "URI_TOO_LONG"
+    title = "Request address too long"
+
+
+class HeadersTooLarge(BrokerError):
+    """Raised when the request has too many header fields or one is too long."""
+
+    status = 431
+    code = "HEADERS_TOO_LARGE"
+    title = "Request headers too large"
+
+
+class RateLimited(BrokerError):
+    """Raised when a client IP, API key or link exceeds its rate limit.
+
+    The answer carries ``Retry-After`` (``extra["retry_after"]``).
+    """
+
+    status = 429
+    code = "RATE_LIMITED"
+    title = "Too many requests"
 
 
 # -- the admin's round trip through Microsoft (browser-facing) ---------------

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.errors import ServiceUnavailable
 from broker.migrate import pending_revisions
 from broker.runtime import Runtime
+
+# Connection-level failures: the database is away, not our code wrong.
+_UNREACHABLE = (
+    sqlalchemy_exc.OperationalError,
+    sqlalchemy_exc.DisconnectionError,
+    sqlalchemy_exc.InterfaceError,
+    sqlalchemy_exc.TimeoutError,
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached (a 503, never a 500)."""
+    return isinstance(exc, _UNREACHABLE)
 
 
 def check_database(runtime: Runtime) -> None:

@@ -7,12 +7,15 @@ bad deployment in one pass. Secrets never appear in ``repr``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from limits import parse as parse_rate
 
 PREFIX = "CTT_"
 MODES = ("sandbox", "production")
@@ -62,6 +65,20 @@ class Settings:
     retention_audit_days: int = 365
     retention_attempts_days: int = 30
     retention_flows_days: int = 7
+    # Abuse limits (issue 8): slow clients, concurrency, rate limits, proxies, docs.
+    head_timeout_seconds: float = 10.0
+    keep_alive_seconds: float = 5.0
+    max_connections: int = 1000
+    max_concurrent_requests: int = 64
+    microsoft_concurrency: int = 8
+    rate_limit_storage: str = field(default="memory://", repr=False)
+    rate_limit_key_prefix: str = "ctt-broker"
+    rate_limit_admin: str = "60/minute"
+    rate_limit_link: str = "10/minute"
+    rate_limit_auth_failures: str = "30/minute"
+    rate_limit_api: str = "1200/minute"
+    trusted_proxies: str = ""
+    swagger_ui: bool = True
 
     @property
     def redirect_uri(self) -> str:
@@ -83,7 +100,8 @@ class Settings:
             f"login_browser_url={self.login_browser_url!r}, "
             f"login_transport_url={self.login_transport_url!r}, graph_host={self.graph_host!r}, "
             "app_credentials='***', state_keys='***', event_keys='***', "
-            f"result_signing_key_file={self.result_signing_key_file!r})"
+            f"result_signing_key_file={self.result_signing_key_file!r}, "
+            f"rate_limit_storage={redact_url(self.rate_limit_storage)!r})"
         )
 
 
@@ -168,9 +186,49 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "RETENTION_AUDIT_DAYS": ("365", "Days audit trail lines are kept (1-3650)."),
     "RETENTION_ATTEMPTS_DAYS": ("30", "Days webhook delivery attempts are kept (1-3650)."),
     "RETENTION_FLOWS_DAYS": ("7", "Days sign-in flow rows are kept, used or not (1-3650)."),
+    # Abuse limits.
+    "HEAD_TIMEOUT_SECONDS": (
+        "10",
+        "A connection must deliver a complete request within this time, or it is closed (1-120).",
+    ),
+    "KEEP_ALIVE_SECONDS": ("5", "An idle keep-alive connection is closed after this time (1-120)."),
+    "MAX_CONNECTIONS": (
+        "1000",
+        "Open connections per worker process; beyond it new requests get 503 (10-100000).",
+    ),
+    "MAX_CONCURRENT_REQUESTS": (
+        "64",
+        "Requests in progress per worker process; beyond it 503 with `Retry-After` (1-10000).",
+    ),
+    "MICROSOFT_CONCURRENCY": (
+        "8",
+        "Admin requests that may wait on Microsoft at once per worker process, on threads of "
+        "their own so the provider API never waits behind them (1-256).",
+    ),
+    "RATE_LIMIT_STORAGE": (
+        "memory://",
+        "Where rate-limit counters live: `memory://` (one instance) or `redis://host:port/db` "
+        "(shared by several instances).",
+    ),
+    "RATE_LIMIT_KEY_PREFIX": ("ctt-broker", "Prefix of the rate-limit keys in Redis."),
+    "RATE_LIMIT_ADMIN": (
+        "60/minute",
+        "Admin page requests per client IP (`N/second|minute|hour`).",
+    ),
+    "RATE_LIMIT_LINK": ("10/minute", "Clicks per action item link."),
+    "RATE_LIMIT_AUTH_FAILURES": ("30/minute", "Failed API authentications per client IP."),
+    "RATE_LIMIT_API": ("1200/minute", "Provider API requests per API key."),
+    "TRUSTED_PROXIES": (
+        "(none)",
+        "Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` names the client IP.",
+    ),
+    "SWAGGER_UI": (
+        "(by mode)",
+        "`1` serves Swagger UI at `/ui/`: on in sandbox, off in production.",
+    ),
 }
 
-_UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)")
+_UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
 MICROSOFT_LOGIN_HOST = "https://login.microsoftonline.com"
 EMULATOR_LOGIN_HOST = "https://login.emulator.test"
 EMULATOR_URL = "http://127.0.0.1:8400"
@@ -208,7 +266,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     mode = parse("MODE", _choice(MODES), "sandbox")
     public_base_url = parse("PUBLIC_BASE_URL", _base_url, "http://127.0.0.1:8080")
-    if mode == "production" and public_base_url.startswith("http://"):
+    if mode == "production" and not _is_https(public_base_url):
         problems.append(f"{PREFIX}PUBLIC_BASE_URL: must be https in production mode")
     data_dir = Path(raw("DATA_DIR")).expanduser().resolve()
     database_url = parse("DATABASE_URL", _database_url, "")
@@ -229,6 +287,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     login_browser_url = parse(
         "LOGIN_BROWSER_URL", _base_url, login_host, EMULATOR_URL if sandbox else login_host
     )
+    if mode == "production" and not _is_https(login_browser_url):
+        problems.append(f"{PREFIX}LOGIN_BROWSER_URL: must be https in production mode")
     transport = source.get(PREFIX + "LOGIN_TRANSPORT_URL") or (EMULATOR_URL if sandbox else "")
     login_transport_url = parse("LOGIN_TRANSPORT_URL", _base_url, None, transport) or None
     if login_transport_url and not sandbox:
@@ -255,6 +315,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         name: parse(f"RETENTION_{name.upper()}_DAYS", _int_between(1, 3650), fallback)
         for name, fallback in (("events", 30), ("audit", 365), ("attempts", 30), ("flows", 7))
     }
+    head_timeout = parse("HEAD_TIMEOUT_SECONDS", _float_between(1, 120), 10.0)
+    keep_alive = parse("KEEP_ALIVE_SECONDS", _float_between(1, 120), 5.0)
+    max_connections = parse("MAX_CONNECTIONS", _int_between(10, 100000), 1000)
+    max_requests = parse("MAX_CONCURRENT_REQUESTS", _int_between(1, 10000), 64)
+    microsoft_concurrency = parse("MICROSOFT_CONCURRENCY", _int_between(1, 256), 8)
+    rate_storage = parse("RATE_LIMIT_STORAGE", _rate_limit_storage, "memory://")
+    rate_limits = {
+        name: parse(name, _rate, DOCUMENTED[name][0])
+        for name in (
+            "RATE_LIMIT_ADMIN",
+            "RATE_LIMIT_LINK",
+            "RATE_LIMIT_AUTH_FAILURES",
+            "RATE_LIMIT_API",
+        )
+    }
+    trusted_proxies = parse("TRUSTED_PROXIES", _networks, "")
+    swagger_ui = parse("SWAGGER_UI", _flag, sandbox)
 
     if problems:
         raise SettingsError(problems)
@@ -287,6 +364,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retention_audit_days=retention["audit"],
         retention_attempts_days=retention["attempts"],
         retention_flows_days=retention["flows"],
+        head_timeout_seconds=head_timeout,
+        keep_alive_seconds=keep_alive,
+        max_connections=max_connections,
+        max_concurrent_requests=max_requests,
+        microsoft_concurrency=microsoft_concurrency,
+        rate_limit_storage=rate_storage,
+        rate_limit_key_prefix=raw("RATE_LIMIT_KEY_PREFIX"),
+        rate_limit_admin=rate_limits["RATE_LIMIT_ADMIN"],
+        rate_limit_link=rate_limits["RATE_LIMIT_LINK"],
+        rate_limit_auth_failures=rate_limits["RATE_LIMIT_AUTH_FAILURES"],
+        rate_limit_api=rate_limits["RATE_LIMIT_API"],
+        trusted_proxies=trusted_proxies,
+        swagger_ui=swagger_ui,
     )
 
 
@@ -335,9 +425,13 @@ def _float_between(low: float, high: float) -> Callable[[str], float]:
     return convert
 
 
+def _is_https(url: str) -> bool:
+    return urlsplit(url).scheme.lower() == "https"
+
+
 def _https_base_url(value: str) -> str:
     url = _base_url(value)
-    if not url.startswith("https://"):
+    if not _is_https(url):
         raise ValueError(f"{value!r} must be https (MSAL accepts only https authorities)")
     return url
 
@@ -348,7 +442,9 @@ def _base_url(value: str) -> str:
         raise ValueError(f"{value!r} is not an absolute http(s) URL")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(f"{value!r} must not carry a query, fragment or credentials")
-    return value.rstrip("/")
+    # Schemes and hosts are case-insensitive: store them lower-case so every check agrees.
+    netloc = parts.netloc.lower()
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path, "", "")).rstrip("/")
 
 
 def _database_url(value: str) -> str:
@@ -358,6 +454,36 @@ def _database_url(value: str) -> str:
         # psycopg 3 is the driver we install; SQLAlchemy's default would be psycopg2.
         value = "postgresql+psycopg://" + value[len("postgresql://") :]
     return value
+
+
+def _rate(value: str) -> str:
+    try:
+        parse_rate(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate like 60/minute") from None
+    return value
+
+
+def _rate_limit_storage(value: str) -> str:
+    if value != "memory://" and not value.startswith(("redis://", "rediss://")):
+        raise ValueError("only memory:// and redis:// (or rediss://) are supported")
+    return value
+
+
+def _networks(value: str) -> str:
+    for part in value.split(","):
+        if part.strip():
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{part.strip()!r} is not an IP network (CIDR)") from None
+    return value
+
+
+def _flag(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValueError(f"{value!r} is not 0 or 1")
+    return value == "1"
 
 
 def _bind(value: str) -> str:

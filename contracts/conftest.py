@@ -46,6 +46,11 @@ def build_contract_app() -> ContractApp:
             "CTT_DATA_DIR": str(data),
             "CTT_PUBLIC_BASE_URL": "https://broker.test",
             "CTT_MODE": "sandbox",
+            # Schemathesis sends thousands of requests from one IP with one key.
+            "CTT_RATE_LIMIT_ADMIN": "100000/minute",
+            "CTT_RATE_LIMIT_LINK": "100000/minute",
+            "CTT_RATE_LIMIT_AUTH_FAILURES": "100000/minute",
+            "CTT_RATE_LIMIT_API": "100000/minute",
         }
     )
     runtime = open_runtime(settings)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from anyio import CapacityLimiter
 from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
@@ -18,6 +19,7 @@ from connexion.validators import VALIDATOR_MAP, FormDataValidator, ParameterVali
 from starlette.exceptions import HTTPException
 
 from broker import errors
+from broker.ratelimits import RateLimits, open_rate_limits, parse_networks
 from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, load_settings
 from handlers import middleware, problems
@@ -80,8 +82,10 @@ BODY_VALIDATORS = MediaTypeDict(
 )
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
-    """Build the ASGI app for ``settings`` (and an explicit ``runtime`` in tests)."""
+def create_app(
+    settings: Settings, runtime: Runtime | None = None, rate_limits: RateLimits | None = None
+) -> AsyncApp:
+    """Build the ASGI app for ``settings`` (and an explicit ``runtime`` or limits in tests)."""
     runtime = runtime or open_runtime(settings)
     logging.getLogger("ctt_broker").setLevel(settings.log_level)
     app = AsyncApp(__name__, specification_dir=str(SPEC_PATH.parent))
@@ -92,7 +96,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
         validate_responses=settings.mode == "sandbox",
         pythonic_params=True,
         validator_map={"parameter": NamedParameterValidator, "body": BODY_VALIDATORS},
-        swagger_ui_options=SwaggerUIOptions(swagger_ui=True),
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=settings.swagger_ui),
     )
     spec = yaml.safe_load(SPEC_PATH.read_text("utf-8"))
     handle = problems.make_handler(problems.MethodTable(spec["paths"]))
@@ -104,7 +108,23 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
         Exception,
     ):
         app.add_error_handler(exception, handle)
-    # add_middleware inserts at the front, so the last one added runs first.
+    # Connexion inserts each added middleware just before its exception
+    # middleware, so they run in the order added: SecurityHeaders first (its
+    # headers reach every answer), then the guards, the runtime last.
+    app.add_middleware(
+        middleware.SecurityHeadersMiddleware,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        hsts=settings.mode == "production",
+    )
+    app.add_middleware(
+        middleware.RequestGuard,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        rate_limits=rate_limits or open_rate_limits(settings),
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+        max_concurrent_requests=settings.max_concurrent_requests,
+        microsoft_limiter=CapacityLimiter(settings.microsoft_concurrency),
+    )
+    app.add_middleware(middleware.PathGuard, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
         middleware.BodyGuardMiddleware,
         position=MiddlewarePosition.BEFORE_EXCEPTION,
@@ -112,10 +132,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
     )
     app.add_middleware(
         middleware.RuntimeMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, runtime=runtime
-    )
-    app.add_middleware(middleware.BrowserPathGuard, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(
-        middleware.SecurityHeadersMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION
     )
     return app
 

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
-from connexion import request
+from anyio import to_thread
+from connexion import context, request
 
 from broker import flows
 from handlers import pages
-from handlers.context import current_runtime
+from handlers.context import MICROSOFT_LIMITER_KEY, current_runtime
 
 Reply = tuple[str, int, dict[str, str]]
 
 
-def launch_action(handle: str) -> Reply:
+async def on_microsoft_threads(handler: Callable[..., Reply], *args: Any) -> Reply:
+    """Run an admin handler that may wait on Microsoft on the Microsoft bulkhead.
+
+    Its threads come from a limiter of their own (``CTT_MICROSOFT_CONCURRENCY``),
+    so requests stuck on Microsoft's back channel never hold the threads the
+    provider API runs on.
+    """
+    limiter = context.scope[MICROSOFT_LIMITER_KEY]
+    return await to_thread.run_sync(partial(handler, *args), limiter=limiter)
+
+
+async def launch_action(handle: str) -> Reply:
     """``launchAction``: start a flow and send the admin to Microsoft."""
+    return await on_microsoft_threads(_launch_action, handle)
+
+
+def _launch_action(handle: str) -> Reply:
     started = flows.launch(current_runtime(), handle)
     secure = "; Secure" if started.cookie_secure else ""
     headers = {
@@ -28,8 +46,12 @@ def launch_action(handle: str) -> Reply:
     return "", 302, headers
 
 
-def complete_callback() -> Reply:
+async def complete_callback() -> Reply:
     """``completeCallback``: Microsoft's redirect back, checked and turned into an outcome."""
+    return await on_microsoft_threads(_complete_callback)
+
+
+def _complete_callback() -> Reply:
     params = {key: value for key, value in request.query_params.items()}
     done = flows.complete(current_runtime(), params, dict(request.cookies))
     expire = f"{done.cookie_name}=; Max-Age=0; Path={done.cookie_path}; HttpOnly; SameSite=Lax"
@@ -48,6 +70,10 @@ async def resume_form_post(body: dict[str, Any]) -> Reply:
 
     Answer with a 303 to our own GET step, where the browser sends the cookie.
     """
+    return await on_microsoft_threads(_resume_form_post, body)
+
+
+def _resume_form_post(body: dict[str, Any]) -> Reply:
     fields = {k: str(v) for k, v in (body or {}).items() if isinstance(v, str | int)}
     path = flows.callback_path(current_runtime())
     return "", 303, pages.redirect_headers(f"{path}?{urlencode(fields)}")

@@ -27,3 +27,9 @@ def runtime_from_scope(scope: MutableMapping[str, Any]) -> Runtime:
 def current_runtime() -> Runtime:
     """The runtime of the request being handled."""
     return runtime_from_scope(context.scope)
+
+
+# What the edge guard leaves in the scope for handlers further in.
+LIMITS_KEY = "ctt.rate_limits"
+CLIENT_IP_KEY = "ctt.client_ip"
+MICROSOFT_LIMITER_KEY = "ctt.microsoft_limiter"

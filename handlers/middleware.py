@@ -1,45 +1,227 @@
 """ASGI middleware that wraps the whole app, errors included.
 
-- :class:`RuntimeMiddleware` puts the app's runtime into every request scope.
+``create_app`` adds them in this order, and Connexion puts each one just
+before its exception middleware, so the first added runs first:
+
+- :class:`SecurityHeadersMiddleware` adds the headers every answer carries;
+- :class:`RequestGuard` refuses oversized heads, bounds concurrency and
+  applies the rate limits, before anything parses the query or body;
+- :class:`PathGuard` answers paths that must not be routed (admin typos,
+  trailing slashes that Starlette would redirect using the Host header);
 - :class:`BodyGuardMiddleware` bounds request bodies and refuses bodies that
-  claim to be JSON but are not valid UTF-8 JSON, before Connexion parses them.
-- :class:`SecurityHeadersMiddleware` adds headers every answer should carry.
+  claim to be JSON but are not valid UTF-8 JSON;
+- :class:`RuntimeMiddleware` puts the app's runtime into every request scope.
+
+Every refusal is rendered by :func:`handlers.problems.respond`, the same
+renderer Connexion's error handler uses.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import errors
+from broker.ratelimits import Network, RateLimits, Verdict, client_ip
 from broker.runtime import Runtime
 from handlers import pages
-from handlers.context import SCOPE_KEY
-from handlers.problems import BROWSER_PATHS, MEDIA_TYPE, problem_document, problem_headers
+from handlers.context import CLIENT_IP_KEY, LIMITS_KEY, MICROSOFT_LIMITER_KEY, SCOPE_KEY
+from handlers.problems import BROWSER_PATHS, respond
+
+CALLBACK_PATH = "/oauth/callback"
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 
-class BrowserPathGuard:
-    """Admin-facing paths are exact: anything else there is the link-not-found page.
+@dataclass(frozen=True)
+class RouteLimits:
+    """How big a request head may be on one kind of route."""
 
-    Without this, Starlette answers a decoded trailing slash (``/actions/%2e%2e%2f``)
-    with a 307 redirect; the admin's browser must never be redirected by a typo.
+    max_parameters: int
+    max_query_bytes: int
+    max_header_fields: int
+    max_header_field_bytes: int
+    max_header_bytes: int
+
+
+# Microsoft's return carries a signed state, an authorization code, a session
+# state, client info and possibly a long error description (in the query for
+# GET, in the form body for form_post).
+CALLBACK_LIMITS = RouteLimits(
+    max_parameters=48,
+    max_query_bytes=24 * 1024,
+    max_header_fields=64,
+    max_header_field_bytes=8 * 1024,
+    max_header_bytes=16 * 1024,
+)
+# Every other route: the spec's longest query has six short parameters.
+DEFAULT_LIMITS = RouteLimits(
+    max_parameters=16,
+    max_query_bytes=2 * 1024,
+    max_header_fields=48,
+    max_header_field_bytes=8 * 1024,
+    max_header_bytes=16 * 1024,
+)
+# The request head the HTTP server itself accepts: the largest route's query
+# and headers plus the request line. The guard then applies the per-route limits.
+MAX_REQUEST_HEAD_BYTES = CALLBACK_LIMITS.max_query_bytes + CALLBACK_LIMITS.max_header_bytes + 1024
+
+
+def limits_for(path: str) -> RouteLimits:
+    """The head limits of the route at ``path``."""
+    return CALLBACK_LIMITS if path == CALLBACK_PATH else DEFAULT_LIMITS
+
+
+def parameter_count(query: bytes) -> int:
+    """How many parameters a query string carries, counted without parsing it.
+
+    ``;`` counts as a separator too, so no parser that splits on it sees more.
+    """
+    if not query:
+        return 0
+    return query.count(b"&") + query.count(b";") + 1
+
+
+def head_problem(
+    path: str, query: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> errors.BrokerError | None:
+    """Why this request head is over its route's limits, or None."""
+    limits = limits_for(path)
+    if len(query) > limits.max_query_bytes:
+        return errors.UriTooLong(f"the query string exceeds {limits.max_query_bytes} bytes")
+    if parameter_count(query) > limits.max_parameters:
+        return errors.TooManyParameters(
+            f"the query carries more than {limits.max_parameters} parameters"
+        )
+    if len(headers) > limits.max_header_fields:
+        return errors.HeadersTooLarge(
+            f"the request has more than {limits.max_header_fields} header fields"
+        )
+    total = 0
+    for name, value in headers:
+        size = len(name) + len(value)
+        if size > limits.max_header_field_bytes:
+            return errors.HeadersTooLarge(
+                f"a header field exceeds {limits.max_header_field_bytes} bytes"
+            )
+        total += size
+    if total > limits.max_header_bytes:
+        return errors.HeadersTooLarge(f"the request headers exceed {limits.max_header_bytes} bytes")
+    return None
+
+
+class RequestGuard:
+    """Limits before parsing: head sizes, concurrency per bulkhead, and rate limits.
+
+    Admin pages and the provider API have separate concurrency budgets, so a
+    flood of slow admin callbacks cannot make the API answer 503, and the other
+    way round. Over budget answers 503 at once rather than queueing.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        rate_limits: RateLimits,
+        trusted_proxies: Sequence[Network],
+        max_concurrent_requests: int,
+        microsoft_limiter: CapacityLimiter,
+    ) -> None:
+        self.app = app
+        self.rate_limits = rate_limits
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.max_concurrent_requests = max_concurrent_requests
+        self.microsoft_limiter = microsoft_limiter
+        self.in_flight = {"admin": 0, "api": 0}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        problem = head_problem(path, scope.get("query_string", b""), headers)
+        if problem is not None:
+            await send_problem(send, path, problem)
+            return
+        peer = scope.get("client")
+        forwarded = [v.decode("latin-1") for k, v in headers if k.lower() == b"x-forwarded-for"]
+        ip = client_ip(peer[0] if peer else None, forwarded, self.trusted_proxies)
+        scope[CLIENT_IP_KEY] = ip
+        scope[LIMITS_KEY] = self.rate_limits
+        scope[MICROSOFT_LIMITER_KEY] = self.microsoft_limiter
+        admin = path.startswith(BROWSER_PATHS)
+        if admin:
+            problem = await self._admin_rate_problem(path, ip)
+            if problem is not None:
+                await send_problem(send, path, problem)
+                return
+        bulkhead = "admin" if admin else "api"
+        if self.in_flight[bulkhead] >= self.max_concurrent_requests:
+            busy = errors.ServiceUnavailable(
+                "the broker is busy; try again in a moment", retry_after=1
+            )
+            await send_problem(send, path, busy)
+            return
+        self.in_flight[bulkhead] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight[bulkhead] -= 1
+
+    async def _admin_rate_problem(self, path: str, ip: str) -> errors.BrokerError | None:
+        verdict = await self._hit("admin", ip)
+        if verdict.allowed and path.startswith("/actions/"):
+            # Per link too: one link clicked in a loop must not write a flow per click.
+            verdict = await self._hit("link", path[len("/actions/") :])
+        if verdict.allowed:
+            return None
+        return errors.RateLimited(
+            "too many requests; try again later", retry_after=verdict.retry_after
+        )
+
+    async def _hit(self, bucket: str, key: str) -> Verdict:
+        if self.rate_limits.uses_network:
+            return await to_thread.run_sync(self.rate_limits.hit, bucket, key)
+        return self.rate_limits.hit(bucket, key)
+
+
+class PathGuard:
+    """Paths that must not reach the router.
+
+    Admin-facing paths are exact: anything else there is the link-not-found
+    page. Elsewhere a trailing slash is a 404: Starlette would answer it with a
+    307 to an absolute URL built from the ``Host`` header, which an attacker
+    chooses. The admin's browser must never be redirected by a typo either.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(BROWSER_PATHS):
-            path = scope["path"]
-            handle = path[len("/actions/") :] if path.startswith("/actions/") else None
-            if (handle is not None and (not handle or "/" in handle)) or (
-                handle is None and path != "/oauth/callback"
-            ):
-                await _send_problem(send, errors.LinkNotFound("this link is not valid"), path)
+        if scope["type"] == "http":
+            problem = path_problem(scope["path"])
+            if problem is not None:
+                await send_problem(send, scope["path"], problem)
                 return
         await self.app(scope, receive, send)
+
+
+def path_problem(path: str) -> errors.BrokerError | None:
+    """Why ``path`` must be refused before routing, or None."""
+    if path.startswith(BROWSER_PATHS):
+        handle = path[len("/actions/") :] if path.startswith("/actions/") else None
+        if (handle is not None and (not handle or "/" in handle)) or (
+            handle is None and path != CALLBACK_PATH
+        ):
+            return errors.LinkNotFound("this link is not valid")
+        return None
+    if path != "/" and path.endswith("/") and path != "/ui/":
+        return errors.NotFound("no such route")
+    return None
 
 
 class RuntimeMiddleware:
@@ -74,7 +256,7 @@ class BodyGuardMiddleware:
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
         declared = headers.get("content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _send_problem(send, self._too_large(), scope["path"])
+            await send_problem(send, scope["path"], self._too_large())
             return
         chunks: list[bytes] = []
         size = 0
@@ -85,17 +267,24 @@ class BodyGuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _send_problem(send, self._too_large(), scope["path"])
+                await send_problem(send, scope["path"], self._too_large())
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
         content_type = headers.get("content-type", b"").decode("latin-1").lower()
+        media_type = content_type.split(";", 1)[0].strip()
+        limit = limits_for(scope["path"]).max_parameters
+        if media_type == FORM_MEDIA_TYPE and parameter_count(body) > limit:
+            # Form fields cost what query parameters cost: count them before parsing.
+            too_many = errors.TooManyParameters(f"the form carries more than {limit} fields")
+            await send_problem(send, scope["path"], too_many)
+            return
         if body and _is_json(content_type):
             problem = _json_problem(body)
             if problem is not None:
-                await _send_problem(send, problem, scope["path"])
+                await send_problem(send, scope["path"], problem)
                 return
 
         replayed = False
@@ -114,17 +303,18 @@ class BodyGuardMiddleware:
 
 
 class SecurityHeadersMiddleware:
-    """Headers for every answer: no sniffing, no framing, no referrer, no caching of secrets."""
+    """Headers for every answer: no sniffing, no framing, no referrer, no caching of secrets.
 
-    HEADERS = (
-        (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"x-frame-options", b"DENY"),
-        (b"content-security-policy", b"frame-ancestors 'none'"),
-    )
+    Outermost of our middleware, so answers from every layer get them; HSTS
+    is sent in production, where the broker is only reached over https.
+    """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool) -> None:
         self.app = app
+        base = [(k.lower().encode(), v.encode()) for k, v in pages.BASE_HEADERS.items()]
+        if hsts:
+            base.append((b"strict-transport-security", pages.HSTS.encode()))
+        self.headers = base
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,9 +325,11 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in self.HEADERS if k not in present]
-                if not is_docs and b"cache-control" not in present:
-                    extra.append((b"cache-control", b"no-store"))
+                extra = [
+                    (k, v)
+                    for k, v in self.headers
+                    if k not in present and not (is_docs and k == b"cache-control")
+                ]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
@@ -168,16 +360,12 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def _send_problem(send: Send, error: errors.BrokerError, path: str) -> None:
-    if path.startswith(BROWSER_PATHS):
-        body = pages.error_page(error).encode()
-        extra = pages.page_headers()
-    else:
-        body = json.dumps(problem_document(error)).encode()
-        extra = {"Content-Type": MEDIA_TYPE, **problem_headers(error)}
-    headers: list[Any] = [
+async def send_problem(send: Send, path: str, error: errors.BrokerError) -> None:
+    """Answer ``error`` from middleware, through the one renderer."""
+    status, headers, body = respond(path, error)
+    raw: list[Any] = [
         (b"content-length", str(len(body)).encode()),
-        *[(k.lower().encode(), v.encode()) for k, v in extra.items()],
+        *[(k.lower().encode(), v.encode()) for k, v in headers.items()],
     ]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

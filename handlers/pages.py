@@ -33,10 +33,24 @@ _ADVICE: dict[str, str] = {
     "LINK_USED": "This step is already done. Return to your provider's portal.",
     "STATE_EXPIRED": "Go back to your provider's portal and click the button again.",
     "STATE_REPLAYED": "This step is already done. Return to your provider's portal.",
+    "SERVICE_UNAVAILABLE": "The service is briefly unavailable. Try again in a moment.",
+    "RATE_LIMITED": "Too many attempts from here. Wait a minute, then try again.",
+    "URI_TOO_LONG": "The address is too long. Return to your provider's portal and try again.",
     "BROWSER_BINDING_MISMATCH": (
         "Finish the sign-in in the browser where you clicked the link, or click it again here."
     ),
 }
+
+
+# Every answer carries these (the security-headers middleware adds any that are missing).
+BASE_HEADERS: dict[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def page_headers(script_hash: str | None = None, form_action: str | None = None) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from connexion.exceptions import ProblemException
@@ -19,6 +20,7 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
 from broker import errors
+from broker.health import database_unreachable
 from handlers import pages
 
 log = logging.getLogger("ctt_broker.problems")
@@ -26,6 +28,7 @@ log = logging.getLogger("ctt_broker.problems")
 PROBLEM_TYPE = "urn:ctt-broker:problem:"
 BROWSER_PATHS = ("/actions/", "/oauth/")
 MEDIA_TYPE = "application/problem+json"
+DEFAULT_RETRY_AFTER_SECONDS = 5
 
 # Connexion reports which field failed as "... - 'field.path'"; a few fields
 # have a code of their own.
@@ -64,18 +67,33 @@ def problem_headers(error: errors.BrokerError) -> dict[str, str]:
     headers = {"Cache-Control": "no-store"}
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="ctt-broker"'
+    retry_after = error.extra.get("retry_after")
+    if retry_after is None and error.status == 503:
+        retry_after = DEFAULT_RETRY_AFTER_SECONDS
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
     return headers
 
 
-def render(error: errors.BrokerError, field: str | None = None) -> ConnexionResponse:
-    """A Connexion response for ``error``."""
-    return ConnexionResponse(
-        status_code=error.status,
-        mimetype=MEDIA_TYPE,
-        content_type=MEDIA_TYPE,
-        body=json.dumps(problem_document(error, field)),
-        headers=problem_headers(error),
-    )
+def respond(
+    path: str, error: errors.BrokerError, field: str | None = None, allow: Sequence[str] = ()
+) -> tuple[int, dict[str, str], bytes]:
+    """The one rendering of an error: status, headers and body.
+
+    The admin's browser paths get a readable page (never JSON, never a
+    redirect); everything else gets problem+json. Both carry the full set of
+    security headers, whichever layer answers.
+    """
+    if path.startswith(BROWSER_PATHS):
+        body = pages.error_page(error).encode()
+        specific = {**pages.page_headers(), **problem_headers(error)}
+    else:
+        body = json.dumps(problem_document(error, field)).encode()
+        specific = {"Content-Type": MEDIA_TYPE, **problem_headers(error)}
+    headers = {**pages.BASE_HEADERS, **specific}
+    if error.status == 405 and allow:
+        headers["Allow"] = ", ".join(allow)
+    return error.status, headers, body
 
 
 def translate(exc: Exception) -> tuple[errors.BrokerError, str | None]:
@@ -85,6 +103,10 @@ def translate(exc: Exception) -> tuple[errors.BrokerError, str | None]:
     if isinstance(exc, UnicodeDecodeError):
         # Connexion decodes JSON bodies without catching this (a 500 otherwise).
         return errors.InvalidRequestBody("the request body is not valid UTF-8"), None
+    if database_unreachable(exc):
+        return errors.ServiceUnavailable(
+            "the database does not answer; try again in a moment"
+        ), None
     if isinstance(exc, ProblemException | HTTPException):
         status = exc.status if isinstance(exc, ProblemException) else exc.status_code
         detail = str(getattr(exc, "detail", None) or getattr(exc, "title", "") or "")
@@ -139,21 +161,15 @@ def make_handler(methods: MethodTable) -> Any:
         error, field = translate(exc)
         if error.status >= 500:
             log.error("request failed: %s", type(exc).__name__, exc_info=exc)
-        if request.url.path.startswith(BROWSER_PATHS):
-            # The admin's browser gets a readable page, never JSON and never a redirect.
-            response = ConnexionResponse(
-                status_code=error.status,
-                mimetype="text/html",
-                content_type="text/html",
-                body=pages.error_page(error),
-                headers=pages.page_headers(),
-            )
-        else:
-            response = render(error, field)
-        if error.status == 405:
-            allowed = methods.allowed(request.url.path)
-            if allowed:
-                response.headers["Allow"] = ", ".join(allowed)
-        return response
+        path = request.url.path
+        status, headers, body = respond(path, error, field, methods.allowed(path))
+        content_type = headers.pop("Content-Type")
+        return ConnexionResponse(
+            status_code=status,
+            mimetype=content_type,
+            content_type=content_type,
+            body=body,
+            headers=headers,
+        )
 
     return handle

@@ -65,6 +65,11 @@ def launched_sandbox(data_dir: Path, startup_seconds: float = 30) -> Iterator[La
         "SANDBOX_PORTAL_PORT": str(portal_port),
         "CTT_DATA_DIR": str(data_dir),
         "CTT_WORKERS": "1",
+        # Test runs click far faster than an admin: lift the limits, keep the feature on.
+        "CTT_RATE_LIMIT_ADMIN": "100000/minute",
+        "CTT_RATE_LIMIT_LINK": "100000/minute",
+        "CTT_RATE_LIMIT_AUTH_FAILURES": "100000/minute",
+        "CTT_RATE_LIMIT_API": "100000/minute",
     }
     log = data_dir / "sandbox.log"
     with log.open("wb") as out:

@@ -44,6 +44,7 @@ SECRETS = {
     "CTT_EVENT_KEYS": "e1:" + "B" * 43,
     "CTT_RESULT_SIGNING_KEY_FILE": "/etc/ctt/result.pem",
 }
+SECRETS_AND_URL = {**SECRETS, "CTT_PUBLIC_BASE_URL": "https://broker.example"}
 
 
 def test_production_requires_its_secrets_and_talks_to_microsoft() -> None:
@@ -99,3 +100,56 @@ def test_database_password_never_appears_in_repr() -> None:
 def test_every_setting_has_a_default_and_a_meaning() -> None:
     for name, (default, meaning) in DOCUMENTED.items():
         assert name.isupper() and default and meaning
+
+
+@pytest.mark.parametrize(
+    "url", ["HTTP://broker.example", "Http://broker.example", "hTTp://BROKER.example/"]
+)
+def test_production_refuses_http_in_any_letter_case(url: str) -> None:
+    """Operator writes HTTP://broker.example: before, the https check passed it."""
+    with pytest.raises(SettingsError, match="PUBLIC_BASE_URL: must be https"):
+        load_settings({"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": url, **SECRETS})
+
+
+def test_urls_are_stored_with_lower_case_scheme_and_host() -> None:
+    settings = load_settings(
+        {"CTT_MODE": "production", "CTT_PUBLIC_BASE_URL": "HTTPS://Broker.Example/", **SECRETS}
+    )
+    assert settings.public_base_url == "https://broker.example"
+
+
+@pytest.mark.parametrize("url", ["http://login.example", "HTTP://login.example"])
+def test_production_login_browser_url_must_be_https(url: str) -> None:
+    """An admin must never be sent to sign in over plain http."""
+    env = {
+        "CTT_MODE": "production",
+        "CTT_PUBLIC_BASE_URL": "https://broker.example",
+        "CTT_LOGIN_BROWSER_URL": url,
+        **SECRETS,
+    }
+    with pytest.raises(SettingsError, match="LOGIN_BROWSER_URL: must be https"):
+        load_settings(env)
+
+
+def test_abuse_limits_have_safe_defaults_and_are_checked() -> None:
+    settings = load_settings({})
+    assert settings.rate_limit_storage == "memory://"
+    assert settings.trusted_proxies == ""
+    assert settings.swagger_ui is True
+    assert load_settings({"CTT_MODE": "production", **SECRETS_AND_URL}).swagger_ui is False
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {
+                "CTT_RATE_LIMIT_API": "lots",
+                "CTT_RATE_LIMIT_STORAGE": "mongodb://x",
+                "CTT_TRUSTED_PROXIES": "10.0.0.0/8, not-a-network",
+                "CTT_HEAD_TIMEOUT_SECONDS": "0",
+                "CTT_SWAGGER_UI": "yes",
+            }
+        )
+    assert len(caught.value.problems) == 5
+
+
+def test_redis_password_never_appears_in_repr() -> None:
+    settings = load_settings({"CTT_RATE_LIMIT_STORAGE": "redis://:hunter2@cache.internal:6379/0"})
+    assert "hunter2" not in repr(settings)
