@@ -27,6 +27,7 @@ EVENT_TYPES = (
     "consent.granted",
     "consent.failed",
     "consent.pending",
+    "teamsApps.deployed",
 )
 
 

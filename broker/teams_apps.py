@@ -41,7 +41,7 @@ from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
-from broker.db import teams_app_packages
+from broker.db import enterprise_teams_apps, teams_app_packages
 from broker.events import record_audit
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.runtime import Runtime
@@ -120,6 +120,20 @@ class TeamsAppPackage:
     size_bytes: int
     current: bool
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class EnterpriseTeamsApp:
+    """What the last deployment left of one app in an enterprise's Teams catalog."""
+
+    manifest_id: str
+    package_id: str | None
+    status: str
+    version: str | None
+    catalog_app_id: str | None
+    error_code: str | None
+    action_item_id: str | None
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -616,3 +630,27 @@ def _provider_packages(connection: Connection, provider_id: str) -> list[TeamsAp
         )
         for row in rows
     ]
+
+
+def enterprise_teams_apps_state(
+    connection: Connection, enterprise_id: str
+) -> tuple[EnterpriseTeamsApp, ...]:
+    """The ``teamsApps`` section of an enterprise, one entry per manifest id."""
+    rows = connection.execute(
+        select(enterprise_teams_apps)
+        .where(enterprise_teams_apps.c.enterprise_id == enterprise_id)
+        .order_by(enterprise_teams_apps.c.manifest_id)
+    ).mappings()
+    return tuple(
+        EnterpriseTeamsApp(
+            manifest_id=row["manifest_id"],
+            package_id=row["package_id"],
+            status=row["status"],
+            version=row["version"],
+            catalog_app_id=row["catalog_app_id"],
+            error_code=row["error_code"],
+            action_item_id=row["action_item_id"],
+            updated_at=row["updated_at"],
+        )
+        for row in rows
+    )

@@ -37,7 +37,6 @@ import jwt
 
 from emulator.config import GLOBAL_ADMIN_ROLE_ID, GRAPH_APP_ID, GRAPH_RESOURCE, TEAMS_ADMIN_ROLE_ID
 
-
 WRITE_SCOPES = frozenset({"AppCatalog.ReadWrite.All", "AppCatalog.Submit"})
 READ_SCOPES = WRITE_SCOPES | {"AppCatalog.Read.All"}
 ADMIN_ROLES = frozenset({GLOBAL_ADMIN_ROLE_ID, TEAMS_ADMIN_ROLE_ID})

@@ -73,7 +73,7 @@ DEFAULT_REDIRECT_URIS = (
 
 
 def default_tenants() -> tuple[Tenant, ...]:
-    """Contoso (admin, user, decliner, Teams admin), Fabrikam (admin) and the personal-account tenant."""
+    """Contoso (admin, user, decliner, Teams admin), Fabrikam (admin), the personal tenant."""
     return (
         Tenant(
             tenant_id=CONTOSO_TENANT_ID,

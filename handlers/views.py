@@ -53,6 +53,19 @@ def enterprise(value: Enterprise) -> dict[str, Any]:
             }
             for consent in value.consents
         ],
+        "teamsApps": [
+            {
+                "manifestId": app.manifest_id,
+                "packageId": app.package_id,
+                "status": app.status,
+                "version": app.version,
+                "catalogAppId": app.catalog_app_id,
+                "errorCode": app.error_code,
+                "actionItemId": app.action_item_id,
+                "updatedAt": timestamp(app.updated_at),
+            }
+            for app in value.teams_apps
+        ],
         "createdAt": timestamp(value.created_at),
         "updatedAt": timestamp(value.updated_at),
     }
