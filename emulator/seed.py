@@ -40,7 +40,7 @@ CONTOSO_DECLINER = User(
 CONTOSO_TEAMS_ADMIN = User(
     oid="aaaaaaaa-0000-4000-8000-0000000000a4",
     name="Tomas Teams-Admin",
-    preferred_username="teamsadmin@contoso.onmicrosoft.com",
+    preferred_username="tomas@contoso.onmicrosoft.com",
     wids=(TEAMS_ADMIN_ROLE_ID,),
 )
 

@@ -392,7 +392,7 @@ def _teams_section(
         f'<form method="post" action="/start">{deploy}</form>'
         f"<h3>In the tenant's Teams app catalog</h3>{catalog}"
         '<p class="note">Demo users: <code>admin@contoso.onmicrosoft.com</code> (Global Admin), '
-        "<code>teamsadmin@contoso.onmicrosoft.com</code> (Teams Administrator), "
+        "<code>tomas@contoso.onmicrosoft.com</code> (Teams Administrator), "
         "<code>user@contoso.onmicrosoft.com</code> (fails with NOT_TEAMS_ADMIN).</p></section>"
     )
 

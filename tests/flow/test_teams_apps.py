@@ -30,7 +30,7 @@ from tests.flow.conftest import (
     returned,
 )
 
-CONTOSO_TEAMS_ADMIN = "teamsadmin@contoso.onmicrosoft.com"
+CONTOSO_TEAMS_ADMIN = "tomas@contoso.onmicrosoft.com"
 SECOND_APP_ID = "2b3c4d5e-6f70-4182-93a4-b5c6d7e8f901"
 
 
