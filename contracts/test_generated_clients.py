@@ -472,3 +472,75 @@ def test_typescript_client_drives_a_registration(
     print("\n" + log)
     for secret in (running_sandbox.api_key, callback.result_code, started["url"]):
         assert secret not in log
+
+
+@pytest.mark.slow
+def test_typescript_client_uploads_a_teams_app_and_drives_a_deployment(
+    typescript_flow: CompiledFlow,
+    running_sandbox: RunningSandbox,
+    tmp_path: Path,
+) -> None:
+    from sandbox.teams_demo import build_package, demo_manifest
+
+    secrets = {"CTT_CONTRACT_API_KEY": running_sandbox.api_key}
+    enterprise_id = registered_enterprise(
+        running_sandbox, "ts-2077", "admin@fabrikam.onmicrosoft.com"
+    )
+    package = tmp_path / "app.zip"
+    package.write_bytes(build_package(demo_manifest("2.0.0", app_id=str(uuid.uuid4()))))
+    started, started_log = run_flow(
+        typescript_flow,
+        [
+            "deploy-start",
+            running_sandbox.broker,
+            enterprise_id,
+            running_sandbox.callback_url,
+            str(package),
+        ],
+        secrets,
+    )
+    callback = admin_registers(running_sandbox, started["url"], "admin@fabrikam.onmicrosoft.com")
+    assert callback.params["status"] == "completed", callback.params
+    assert callback.params["actionType"] == "DEPLOY_TEAMS_APPS"
+    finished, finished_log = run_flow(
+        typescript_flow,
+        ["deploy-finish", running_sandbox.broker, enterprise_id],
+        {**secrets, "CTT_CONTRACT_RESULT_CODE": callback.result_code},
+    )
+    [app] = finished["apps"]
+    assert (app["status"], app["version"], app["manifestId"]) == (
+        "published",
+        "2.0.0",
+        started["manifestId"],
+    )
+    assert {"manifestId": started["manifestId"], "status": "published", "version": "2.0.0"} in (
+        finished["enterpriseTeamsApps"]
+    )
+    log = f"{started_log}    admin (browser)    {callback.describe()}\n{finished_log}"
+    print("\n" + log)
+    for secret in (running_sandbox.api_key, callback.result_code, started["url"]):
+        assert secret not in log
+
+
+def registered_enterprise(sandbox: RunningSandbox, external_id: str, admin: str) -> str:
+    """The enterprise ``external_id``, created and registered by ``admin`` if it is not yet."""
+    headers = {"Authorization": f"Bearer {sandbox.api_key}"}
+    with httpx.Client(base_url=sandbox.broker, headers=headers, timeout=20) as api:
+        page = api.get("/enterprises", params={"externalId": external_id}).json()
+        if page["items"]:
+            enterprise = page["items"][0]
+        else:
+            enterprise = api.post(
+                "/enterprises", json={"name": external_id, "externalId": external_id}
+            ).json()
+        if enterprise["registration"]["status"] != "registered":
+            link = api.post(
+                "/enterprise/getActionItemUrl",
+                json={
+                    "actionType": "REGISTRATION",
+                    "enterpriseId": enterprise["enterpriseId"],
+                    "callbackUrl": sandbox.callback_url,
+                },
+            ).json()
+            assert admin_registers(sandbox, link["url"], admin).params["status"] == "completed"
+    return str(enterprise["enterpriseId"])
