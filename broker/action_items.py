@@ -59,6 +59,8 @@ class ActionItem:
     opened_at: datetime | None
     finished_at: datetime | None
     revoked_at: datetime | None
+    teams_app_package_ids: tuple[str, ...] | None = None
+    """DEPLOY_TEAMS_APPS: the packages chosen when the link was issued."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,9 @@ def _load(
         provider_state=row["provider_state"],
         result_delivery=row["result_delivery"],
         reregister=row["reregister"],
+        teams_app_package_ids=tuple(json.loads(row["teams_app_package_ids"]))
+        if row["teams_app_package_ids"]
+        else None,
         status=status,
         error_code=row["error_code"],
         created_at=row["created_at"],

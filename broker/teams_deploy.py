@@ -168,7 +168,7 @@ class GraphCatalogClient:
                 raise GraphFailure(
                     errors.MicrosoftTimeout.code, None, "Graph did not answer in time"
                 ) from None
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:  # refused, reset, unreadable: Graph is unavailable
                 raise GraphFailure(
                     errors.MicrosoftUnavailable.code,
                     None,

@@ -89,6 +89,9 @@ def action_item(value: ActionItem) -> dict[str, Any]:
         "openedAt": timestamp(value.opened_at),
         "finishedAt": timestamp(value.finished_at),
         "revokedAt": timestamp(value.revoked_at),
+        "teamsAppPackageIds": list(value.teams_app_package_ids)
+        if value.teams_app_package_ids is not None
+        else None,
     }
 
 

@@ -140,6 +140,7 @@ def test_a_selection_deploys_only_the_named_packages(ready: World) -> None:
     assert [a["manifestId"] for a in apps_of(ready, query)] == [SECOND_APP_ID]
     item = ready.broker.get(f"/actionItems/{query['actionItemId']}", headers=ready.headers)
     assert item.json()["actionType"] == "DEPLOY_TEAMS_APPS"
+    assert item.json()["teamsAppPackageIds"] == [second["packageId"]]
 
 
 def test_the_default_selection_is_every_apps_current_package(ready: World) -> None:
