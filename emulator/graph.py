@@ -140,7 +140,8 @@ class GraphCatalog:
         self._apps: dict[str, dict[str, _App]] = {}
         self._faults: deque[GraphFault] = deque()
         self._delay = 0.0
-        self.calls: list[str] = []
+        # The names of recent calls, for tests; bounded so a long sandbox run does not grow.
+        self.calls: deque[str] = deque(maxlen=1000)
 
     # -- control ------------------------------------------------------------------
 

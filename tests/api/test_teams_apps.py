@@ -156,6 +156,16 @@ def test_another_providers_package_is_not_found(
     assert client.get(path, headers=provider.headers).status_code == 200
 
 
+def test_a_package_sent_as_json_is_refused_with_415(client: Any, provider: ProviderAccount) -> None:
+    response = client.post(
+        "/teamsApps/packages",
+        content=b"{}",
+        headers={**provider.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 415
+    assert response.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
 def test_packages_need_an_api_key(client: Any) -> None:
     response = client.post("/teamsApps/packages", content=demo_package(), headers=ZIP)
     assert response.status_code == 401
