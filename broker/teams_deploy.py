@@ -41,7 +41,8 @@ from broker.events import emit_event, record_audit
 from broker.id_tokens import GLOBAL_ADMIN_ROLE_ID, IdTokenClaims
 from broker.outcomes import FinishedItem, Outcome
 from broker.runtime import Runtime
-from broker.teams_apps import PackageContent, load_contents, version_key
+from broker.teams_apps import PackageContent, load_contents
+from broker.teams_packages import version_key
 
 log = logging.getLogger("ctt_broker.teams_deploy")
 

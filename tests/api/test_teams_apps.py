@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker import errors
-from broker.teams_apps import check_package, png_dimensions, version_key
+from broker.teams_packages import check_package, png_dimensions, version_key
 from sandbox.teams_demo import DEMO_APP_ID, build_package, demo_manifest, demo_package, png
 from tests.conftest import ProviderAccount
 
