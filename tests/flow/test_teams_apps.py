@@ -69,7 +69,10 @@ def test_publish_then_update_after_a_version_bump_then_unchanged(ready: World) -
     world = ready
     first = deploy(world)
     assert (first["status"], first["actionType"]) == ("completed", "DEPLOY_TEAMS_APPS")
-    [published] = apps_of(world, first)
+    redeemed = world.redeem(first["resultCode"]).json()
+    print("\nredeem payload of the first deployment:", json.dumps(redeemed, indent=2))
+    assert "authenticationResult" not in redeemed
+    [published] = redeemed["teamsApps"]["apps"]
     assert published["status"] == "published" and published["version"] == "1.0.0"
     assert published["manifestId"] == DEMO_APP_ID and published["graphErrorCode"] is None
     [in_catalog] = catalog(world)
@@ -102,6 +105,7 @@ def test_the_deployment_is_an_event_and_an_audit_line(ready: World) -> None:
         "/events", params={"type": "teamsApps.deployed"}, headers=ready.headers
     ).json()["items"]
     [event] = listed
+    print("\nteamsApps.deployed event:", json.dumps(event, indent=2))
     assert event["data"]["actionItemId"] == query["actionItemId"]
     assert event["data"]["status"] == "completed"
     assert event["data"]["teamsApps"]["apps"][0]["status"] == "published"
