@@ -303,7 +303,7 @@ def test_graph_refusals_are_reported_per_app_with_graphs_code(
     assert apps_of(ready, deploy(ready))[0]["status"] == "published"
 
 
-def test_graph_conflict_on_publish_after_a_lost_answer_is_reported_not_hidden(
+def test_a_catalog_holding_a_newer_version_is_never_downgraded(
     ready: World,
 ) -> None:
     """The catalog already holds a newer version than the package: never downgraded, reported."""
