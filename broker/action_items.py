@@ -9,6 +9,7 @@ non-secret identifier the provider uses to read status or revoke.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,12 +19,14 @@ from sqlalchemy import Connection, insert, select, update
 
 from broker import errors
 from broker.callbacks import check_callback_url
+from broker.catalog import ActionSpec
 from broker.db import action_items
 from broker.enterprises import LIVE_ITEM_STATES, get_enterprise
 from broker.events import record_audit
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.providers import get_provider
 from broker.runtime import Runtime
+from broker.teams_apps import select_packages
 from broker.tokens import digest, random_token
 
 ItemStatus = Literal["created", "opened", "pending", "completed", "failed", "expired", "revoked"]
@@ -56,6 +59,8 @@ class ActionItem:
     opened_at: datetime | None
     finished_at: datetime | None
     revoked_at: datetime | None
+    teams_app_package_ids: tuple[str, ...] | None = None
+    """DEPLOY_TEAMS_APPS: the packages chosen when the link was issued."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ def create_action_item(
     expires_in: int = DEFAULT_LIFETIME,
     result_delivery: ResultDelivery = "redirect",
     reregister: bool = False,
+    teams_app_package_ids: list[str] | None = None,
 ) -> IssuedActionItem:
     """Check the request against the catalog, the enterprise and the allow-list; store it."""
     spec = runtime.catalog.get(action_type)
@@ -116,6 +122,7 @@ def create_action_item(
         raise errors.EnterpriseAlreadyRegistered(
             "the enterprise is already registered; send reregister=true to register it again"
         )
+    packages = _teams_app_selection(runtime, provider_id, spec, teams_app_package_ids)
 
     now = runtime.now()
     handle = random_token(runtime.random_bytes)
@@ -133,6 +140,7 @@ def create_action_item(
                 provider_state=state,
                 result_delivery=result_delivery,
                 reregister=reregister,
+                teams_app_package_ids=packages,
                 status="created",
                 created_at=now,
                 expires_at=now + timedelta(seconds=expires_in),
@@ -151,6 +159,19 @@ def create_action_item(
         )
         item = _load(runtime, connection, provider_id, item_id)
     return IssuedActionItem(item=item, url=f"{runtime.settings.public_base_url}/actions/{handle}")
+
+
+def _teams_app_selection(
+    runtime: Runtime, provider_id: str, spec: ActionSpec, package_ids: list[str] | None
+) -> str | None:
+    """DEPLOY_TEAMS_APPS: the chosen package ids as stored JSON; other actions take none."""
+    if not spec.deploys_teams_apps:
+        if package_ids is not None:
+            raise errors.InvalidRequest(
+                "teamsAppPackageIds is only for DEPLOY_TEAMS_APPS", field="teamsAppPackageIds"
+            )
+        return None
+    return json.dumps(list(select_packages(runtime, provider_id, package_ids)))
 
 
 def get_action_item(runtime: Runtime, provider_id: str, action_item_id: str) -> ActionItem:
@@ -248,6 +269,9 @@ def _load(
         provider_state=row["provider_state"],
         result_delivery=row["result_delivery"],
         reregister=row["reregister"],
+        teams_app_package_ids=tuple(json.loads(row["teams_app_package_ids"]))
+        if row["teams_app_package_ids"]
+        else None,
         status=status,
         error_code=row["error_code"],
         created_at=row["created_at"],

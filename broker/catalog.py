@@ -29,6 +29,8 @@ class ActionSpec:
     app: str
     description: str
     scopes: tuple[str, ...]
+    deploys_teams_apps: bool = False
+    """The sign-in publishes the provider's Teams app packages (see ``teams_deploy``)."""
 
     @property
     def needs_registered_enterprise(self) -> bool:
@@ -90,6 +92,10 @@ def parse_catalog(document: Any) -> Catalog:
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             problems.append(f"{name}: scopes must be a list of strings")
             scopes = []
+        if row.get("deploysTeamsApps", False) not in (True, False) or (
+            row.get("deploysTeamsApps") and kind != "signin"
+        ):
+            problems.append(f"{name}: deploysTeamsApps is a bool, and only for sign-ins")
         if not isinstance(row.get("app"), str) or not isinstance(row.get("mandatory"), bool):
             problems.append(f"{name}: app (string) and mandatory (bool) are required")
         actions.append(
@@ -101,6 +107,7 @@ def parse_catalog(document: Any) -> Catalog:
                 app=str(row.get("app")),
                 description=str(row.get("description", "")),
                 scopes=tuple(scopes),
+                deploys_teams_apps=row.get("deploysTeamsApps") is True,
             )
         )
     if "REGISTRATION" not in seen:

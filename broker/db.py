@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -133,6 +134,8 @@ action_items = Table(
     Column("provider_state", Text),
     Column("result_delivery", String(16), nullable=False),
     Column("reregister", Boolean, nullable=False),
+    # DEPLOY_TEAMS_APPS only: the JSON list of package ids chosen when the link was issued.
+    Column("teams_app_package_ids", Text),
     Column("status", String(16), nullable=False),
     Column("error_code", String(64)),
     Column("created_at", UtcDateTime, nullable=False),
@@ -267,6 +270,40 @@ def _create_private_file(path: Path) -> None:
     # the database file's mode, so tokens waiting in them are private too.
     create_private_folder(path.parent)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
+# A provider's Teams app packages, every version kept; the zip is stored as
+# uploaded (it was validated then) so a deployment sends exactly those bytes.
+teams_app_packages = Table(
+    "teams_app_packages",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider_id", String(40), ForeignKey("providers.id"), nullable=False, index=True),
+    Column("manifest_id", String(36), nullable=False, index=True),
+    Column("version", String(256), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("manifest_version", String(16), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("provider_id", "manifest_id", "version"),
+)
+
+# What the broker last did with each app in an enterprise's Teams catalog.
+enterprise_teams_apps = Table(
+    "enterprise_teams_apps",
+    metadata,
+    Column("enterprise_id", String(40), ForeignKey("enterprises.id"), primary_key=True),
+    Column("manifest_id", String(36), primary_key=True),
+    Column("package_id", String(40)),
+    Column("status", String(16), nullable=False),
+    Column("catalog_app_id", String(64)),
+    Column("version", String(256)),
+    Column("error_code", String(64)),
+    Column("action_item_id", String(40)),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
 
 
 def make_engine(url: str) -> Engine:

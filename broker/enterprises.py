@@ -21,6 +21,7 @@ from broker.db import action_items, enterprise_consents, enterprises
 from broker.events import record_audit
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.runtime import Runtime
+from broker.teams_apps import EnterpriseTeamsApp, enterprise_teams_apps_state
 
 ConsentState = Literal["notRequested", "pending", "granted", "failed"]
 LIVE_ITEM_STATES = ("created", "opened")
@@ -52,6 +53,7 @@ class Enterprise:
     created_at: datetime
     updated_at: datetime
     consents: tuple[ConsentStatus, ...]
+    teams_apps: tuple[EnterpriseTeamsApp, ...] = ()
 
     @property
     def registered(self) -> bool:
@@ -190,6 +192,7 @@ def _load(
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         consents=_consents(runtime, connection, enterprise_id),
+        teams_apps=enterprise_teams_apps_state(connection, enterprise_id),
     )
 
 

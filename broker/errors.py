@@ -255,6 +255,44 @@ class MethodNotAllowed(BrokerError):
     title = "Method not allowed"
 
 
+class TeamsAppPackageInvalid(InvalidRequest):
+    """Raised when an uploaded Teams app package breaks a zip-safety or manifest rule.
+
+    ``extra["defects"]`` lists every defect found (code, detail, field).
+    """
+
+    code = "TEAMS_APP_PACKAGE_INVALID"
+    title = "The Teams app package is not valid"
+
+
+class TeamsAppPackageTooLarge(PayloadTooLarge):
+    """Raised when a Teams app package exceeds CTT_TEAMS_APP_PACKAGE_MAX_BYTES."""
+
+    code = "TEAMS_APP_PACKAGE_TOO_LARGE"
+    title = "The Teams app package is too large"
+
+
+class TeamsAppPackageNotFound(NotFound):
+    """Raised for an unknown package id, or another provider's package."""
+
+    code = "TEAMS_APP_PACKAGE_NOT_FOUND"
+    title = "Teams app package not found"
+
+
+class TeamsAppPackageDuplicate(Conflict):
+    """Raised when the provider already uploaded this version of this app (manifest id)."""
+
+    code = "TEAMS_APP_PACKAGE_DUPLICATE"
+    title = "This version of the app is already uploaded"
+
+
+class TeamsAppIdTaken(Conflict):
+    """Raised when another provider's packages already use this manifest id."""
+
+    code = "TEAMS_APP_ID_TAKEN"
+    title = "Another provider uses this Teams app id"
+
+
 class InternalError(BrokerError):
     """Raised (or substituted) for a failure that is our fault; never expected."""
 
@@ -444,6 +482,25 @@ class NotGlobalAdmin(BrokerError):
     status = 403
     code = "NOT_GLOBAL_ADMIN"
     title = "A Global Administrator must do this"
+
+
+class NotTeamsAdmin(BrokerError):
+    """Raised when DEPLOY_TEAMS_APPS is signed by neither a Global nor a Teams Administrator."""
+
+    status = 403
+    code = "NOT_TEAMS_ADMIN"
+    title = "A Teams Administrator or Global Administrator must do this"
+
+
+class TeamsAppDeployFailed(BrokerError):
+    """Raised (as an outcome) when at least one app could not be published or updated.
+
+    The per-app detail, with Graph's own error code, is in the result payload.
+    """
+
+    status = 502
+    code = "TEAMS_APP_DEPLOY_FAILED"
+    title = "Some Teams apps could not be deployed"
 
 
 class PersonalAccountNotAllowed(BrokerError):

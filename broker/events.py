@@ -29,6 +29,7 @@ EVENT_TYPES = (
     "consent.granted",
     "consent.failed",
     "consent.pending",
+    "teamsApps.deployed",
 )
 
 

@@ -45,6 +45,7 @@ from broker.state import (
     new_binding_nonce,
     verify_state,
 )
+from broker.teams_deploy import deploy_teams_apps
 from broker.tokens import digest
 
 log = logging.getLogger("ctt_broker.flows")
@@ -284,6 +285,8 @@ def _sign_in(
     if not spec.needs_registered_enterprise and tenant_id is not None and not item.reregister:
         # Two registration links issued before the first completed: only one binds.
         raise errors.EnterpriseAlreadyRegistered("the enterprise is already registered")
+    if spec.deploys_teams_apps:  # a Teams Administrator suffices; the token is used, not kept
+        return deploy_teams_apps(runtime, item, claims, signed_in.result)
     if not claims.is_global_admin:
         raise errors.NotGlobalAdmin("the account is not a Global Administrator")
     provider = get_provider(runtime, item.provider_id)

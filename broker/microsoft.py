@@ -75,16 +75,18 @@ def microsoft_error(error: str | None, description: str | None) -> errors.Broker
 
 
 class LoginHostTransport(httpx.BaseTransport):
-    """Sandbox only: send requests for the (https) login host to the emulator's http URL."""
+    """Sandbox only: send requests for the (https) login and Graph hosts to the emulator."""
 
-    def __init__(self, login_host: str, target: str, inner: httpx.BaseTransport) -> None:
-        self._login = urlsplit(login_host)
+    def __init__(
+        self, login_host: str, target: str, inner: httpx.BaseTransport, *also: str
+    ) -> None:
+        self._routed = {(u.scheme, u.hostname) for u in map(urlsplit, (login_host, *also))}
         self._target = urlsplit(target)
         self._inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.scheme == self._login.scheme and url.host == self._login.hostname:
+        if (url.scheme, url.host) in self._routed:
             request.url = url.copy_with(
                 scheme=self._target.scheme, host=self._target.hostname, port=self._target.port
             )
@@ -98,7 +100,9 @@ def make_http_client(settings: Settings) -> httpx.Client:
     """The HTTP client for every call to Microsoft."""
     inner: httpx.BaseTransport = httpx.HTTPTransport(retries=1)
     if settings.login_transport_url:
-        inner = LoginHostTransport(settings.login_host, settings.login_transport_url, inner)
+        inner = LoginHostTransport(
+            settings.login_host, settings.login_transport_url, inner, settings.graph_host
+        )
     return httpx.Client(
         transport=inner,
         trust_env=False,
@@ -145,6 +149,16 @@ class Microsoft:
         self.jwks = JwksCache(
             http_client, clock=clock, timeout_seconds=settings.microsoft_timeout_seconds
         )
+
+    @property
+    def http_client(self) -> httpx.Client:
+        """The routed client every call to Microsoft uses (Graph calls too)."""
+        return self._http
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        """The injected pause used between retries."""
+        return self._sleep
 
     # -- admin consent ---------------------------------------------------------
 

@@ -79,6 +79,8 @@ class Settings:
     rate_limit_api: str = "1200/minute"
     trusted_proxies: str = ""
     swagger_ui: bool = True
+    teams_app_package_max_bytes: int = 1024 * 1024
+    graph_retry_budget_seconds: float = 30.0
 
     @property
     def redirect_uri(self) -> str:
@@ -142,7 +144,19 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "Sandbox only: the broker's HTTPS calls to LOGIN_HOST go to this http URL instead "
         "(default `http://127.0.0.1:8400`, the emulator). Refused in production.",
     ),
-    "GRAPH_HOST": ("https://graph.microsoft.com", "Microsoft Graph host (the `/.default` scope)."),
+    "GRAPH_HOST": (
+        "https://graph.microsoft.com",
+        "Microsoft Graph host (the `/.default` scope; the Teams app catalog calls). In the "
+        "sandbox, calls to it go to LOGIN_TRANSPORT_URL like the login host's.",
+    ),
+    "TEAMS_APP_PACKAGE_MAX_BYTES": (
+        "1048576",
+        "Largest Teams app package (zip) a provider may upload (4096-10485760); larger gets 413.",
+    ),
+    "GRAPH_RETRY_BUDGET_SECONDS": (
+        "30",
+        "Longest total wait honouring Graph's 429 `Retry-After` during one deployment (0-120).",
+    ),
     "APP_CREDENTIALS": (
         "(sandbox credentials)",
         "JSON `{app: {clientId, clientSecret}}` for every `app` of the action catalog, or "
@@ -232,6 +246,7 @@ _UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(non
 MICROSOFT_LOGIN_HOST = "https://login.microsoftonline.com"
 EMULATOR_LOGIN_HOST = "https://login.emulator.test"
 EMULATOR_URL = "http://127.0.0.1:8400"
+MICROSOFT_GRAPH_HOST = "https://graph.microsoft.com"
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -293,7 +308,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     login_transport_url = parse("LOGIN_TRANSPORT_URL", _base_url, None, transport) or None
     if login_transport_url and not sandbox:
         problems.append(f"{PREFIX}LOGIN_TRANSPORT_URL: only allowed in sandbox mode")
-    graph_host = parse("GRAPH_HOST", _https_base_url, "https://graph.microsoft.com")
+    graph_host = parse("GRAPH_HOST", _https_base_url, MICROSOFT_GRAPH_HOST)
+    package_max = parse(
+        "TEAMS_APP_PACKAGE_MAX_BYTES", _int_between(4096, 10 * 1024 * 1024), 1048576
+    )
+    retry_budget = parse("GRAPH_RETRY_BUDGET_SECONDS", _float_between(0, 120), 30.0)
     secrets_given = {
         name: raw(name)
         for name in ("APP_CREDENTIALS", "STATE_KEYS", "RESULT_SIGNING_KEY_FILE", "EVENT_KEYS")
@@ -377,6 +396,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_api=rate_limits["RATE_LIMIT_API"],
         trusted_proxies=trusted_proxies,
         swagger_ui=swagger_ui,
+        teams_app_package_max_bytes=package_max,
+        graph_retry_budget_seconds=retry_budget,
     )
 
 

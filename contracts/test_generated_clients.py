@@ -114,6 +114,8 @@ def python_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generate
             str(REPO / "openapi.yaml"),
             "--meta",
             "none",
+            "--config",
+            str(write_generator_config(root)),
             "--output-path",
             str(root / PACKAGE),
         ],
@@ -133,6 +135,15 @@ def python_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generate
         sys.path.remove(str(root))
         for name in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
             del sys.modules[name]
+
+
+def write_generator_config(root: Path) -> Path:
+    """The generator treats a Teams app package (``application/zip``) as a binary body."""
+    config = root / "generator.json"
+    config.write_text(
+        json.dumps({"content_type_overrides": {"application/zip": "application/octet-stream"}})
+    )
+    return config
 
 
 def test_python_client_generates_without_warnings(python_client: GeneratedPython) -> None:
@@ -265,6 +276,91 @@ def test_python_client_drives_a_registration(
     assert running_sandbox.api_key not in "\n".join(log)
 
 
+@pytest.mark.slow
+def test_python_client_uploads_a_teams_app_and_drives_a_deployment(
+    python_client: GeneratedPython, running_sandbox: RunningSandbox
+) -> None:
+    from sandbox.teams_demo import build_package, demo_manifest
+
+    client_module = python_client.module("client")
+    models = python_client.module("models")
+    types = python_client.module("types")
+    create_enterprise = python_client.module("api.enterprises.create_enterprise")
+    list_enterprises = python_client.module("api.enterprises.list_enterprises")
+    get_enterprise = python_client.module("api.enterprises.get_enterprise")
+    upload = python_client.module("api.teams_apps.upload_teams_app_package")
+    get_action_item_url = python_client.module("api.action_items.get_action_item_url")
+    redeem_result = python_client.module("api.results.redeem_result")
+    log: list[str] = []
+    api = client_module.AuthenticatedClient(
+        base_url=running_sandbox.broker, token=running_sandbox.api_key, timeout=httpx.Timeout(20)
+    )
+
+    def signed_in(action_type: Any, enterprise_id: str, **extra: Any) -> Callback:
+        asked = get_action_item_url.sync_detailed(
+            client=api,
+            body=models.ActionItemRequest(
+                action_type=action_type,
+                enterprise_id=enterprise_id,
+                callback_url=running_sandbox.callback_url,
+                **extra,
+            ),
+        )
+        assert asked.status_code == 201, asked.content
+        return admin_registers(running_sandbox, asked.parsed.url, "admin@contoso.onmicrosoft.com")
+
+    with api:
+        # The Contoso enterprise of the registration flow, registered here if it ran alone.
+        page = list_enterprises.sync_detailed(client=api, external_id="py-1042").parsed
+        if page.items:
+            enterprise_id = page.items[0].enterprise_id
+        else:
+            enterprise_id = create_enterprise.sync_detailed(
+                client=api,
+                body=models.EnterpriseCreate(
+                    name="Contoso (Python contract)", external_id="py-1042"
+                ),
+            ).parsed.enterprise_id
+        got = get_enterprise.sync_detailed(enterprise_id, client=api).parsed
+        if got.registration.status != models.RegistrationStatus.REGISTERED:
+            signed_in(models.ActionType.REGISTRATION, enterprise_id)
+
+        content = build_package(demo_manifest("1.0.0", app_id=str(uuid.uuid4())))
+        uploaded = upload.sync_detailed(
+            client=api, body=types.File(payload=content, file_name="app.zip")
+        )
+        assert uploaded.status_code == 201, uploaded.content
+        package = uploaded.parsed
+        assert isinstance(package, models.TeamsAppPackage) and package.current
+        log.append(f"py  uploadTeamsAppPackage {uploaded.status_code} version={package.version}")
+
+        refused = upload.sync_detailed(client=api, body=types.File(payload=b"not a zip"))
+        assert refused.status_code == 400
+        assert [d.code for d in refused.parsed.defects] == [
+            models.TeamsAppPackageDefectCode.NOT_A_ZIP
+        ]
+
+        callback = signed_in(
+            models.ActionType.DEPLOY_TEAMS_APPS,
+            enterprise_id,
+            teams_app_package_ids=[package.package_id],
+        )
+        log.append(f"    admin (browser)    {callback.describe()}")
+        assert callback.params["status"] == "completed", callback.params
+        redeemed = redeem_result.sync_detailed(
+            client=api, body=models.RedeemRequest(result_code=callback.result_code)
+        )
+        result = redeemed.parsed
+        assert isinstance(result, models.Result), redeemed.content
+        [app] = result.teams_apps.apps
+        assert app.status == models.TeamsAppDeploymentStatus.PUBLISHED
+        assert app.manifest_id == package.manifest_id and app.catalog_app_id
+        log.append(f"py  redeemResult      {redeemed.status_code} app={app.status} {app.version}")
+        state = get_enterprise.sync_detailed(enterprise_id, client=api).parsed
+        assert package.manifest_id in [a.manifest_id for a in state.teams_apps]
+    print("\n" + "\n".join(log))
+
+
 # -- TypeScript: openapi-typescript + openapi-fetch, compiled by tsc --------------------------
 
 
@@ -376,3 +472,75 @@ def test_typescript_client_drives_a_registration(
     print("\n" + log)
     for secret in (running_sandbox.api_key, callback.result_code, started["url"]):
         assert secret not in log
+
+
+@pytest.mark.slow
+def test_typescript_client_uploads_a_teams_app_and_drives_a_deployment(
+    typescript_flow: CompiledFlow,
+    running_sandbox: RunningSandbox,
+    tmp_path: Path,
+) -> None:
+    from sandbox.teams_demo import build_package, demo_manifest
+
+    secrets = {"CTT_CONTRACT_API_KEY": running_sandbox.api_key}
+    enterprise_id = registered_enterprise(
+        running_sandbox, "ts-2077", "admin@fabrikam.onmicrosoft.com"
+    )
+    package = tmp_path / "app.zip"
+    package.write_bytes(build_package(demo_manifest("2.0.0", app_id=str(uuid.uuid4()))))
+    started, started_log = run_flow(
+        typescript_flow,
+        [
+            "deploy-start",
+            running_sandbox.broker,
+            enterprise_id,
+            running_sandbox.callback_url,
+            str(package),
+        ],
+        secrets,
+    )
+    callback = admin_registers(running_sandbox, started["url"], "admin@fabrikam.onmicrosoft.com")
+    assert callback.params["status"] == "completed", callback.params
+    assert callback.params["actionType"] == "DEPLOY_TEAMS_APPS"
+    finished, finished_log = run_flow(
+        typescript_flow,
+        ["deploy-finish", running_sandbox.broker, enterprise_id],
+        {**secrets, "CTT_CONTRACT_RESULT_CODE": callback.result_code},
+    )
+    [app] = finished["apps"]
+    assert (app["status"], app["version"], app["manifestId"]) == (
+        "published",
+        "2.0.0",
+        started["manifestId"],
+    )
+    assert {"manifestId": started["manifestId"], "status": "published", "version": "2.0.0"} in (
+        finished["enterpriseTeamsApps"]
+    )
+    log = f"{started_log}    admin (browser)    {callback.describe()}\n{finished_log}"
+    print("\n" + log)
+    for secret in (running_sandbox.api_key, callback.result_code, started["url"]):
+        assert secret not in log
+
+
+def registered_enterprise(sandbox: RunningSandbox, external_id: str, admin: str) -> str:
+    """The enterprise ``external_id``, created and registered by ``admin`` if it is not yet."""
+    headers = {"Authorization": f"Bearer {sandbox.api_key}"}
+    with httpx.Client(base_url=sandbox.broker, headers=headers, timeout=20) as api:
+        page = api.get("/enterprises", params={"externalId": external_id}).json()
+        if page["items"]:
+            enterprise = page["items"][0]
+        else:
+            enterprise = api.post(
+                "/enterprises", json={"name": external_id, "externalId": external_id}
+            ).json()
+        if enterprise["registration"]["status"] != "registered":
+            link = api.post(
+                "/enterprise/getActionItemUrl",
+                json={
+                    "actionType": "REGISTRATION",
+                    "enterpriseId": enterprise["enterpriseId"],
+                    "callbackUrl": sandbox.callback_url,
+                },
+            ).json()
+            assert admin_registers(sandbox, link["url"], admin).params["status"] == "completed"
+    return str(enterprise["enterpriseId"])

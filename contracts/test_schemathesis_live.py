@@ -7,6 +7,7 @@ drawn fresh, printed so a failure can be replayed.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import subprocess
@@ -36,6 +37,8 @@ def test_running_service_honours_its_spec(running_sandbox: RunningSandbox, seed:
             "--seed",
             str(seed),
         ],
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "contracts.teams_media", "PYTHONPATH": str(REPO)},
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=240,

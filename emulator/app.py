@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from emulator import pages
 from emulator.errors import EntraError, error_body
+from emulator.graph import GraphError, GraphReply
 from emulator.state import Emulator, Respond, ShowConsent, ShowPicker, Step
 
 logger = logging.getLogger("emulator")
@@ -161,8 +162,41 @@ def create_emulator_app(emulator: Emulator) -> Starlette:
             headers["client-request-id"] = request.headers["client-request-id"]
         return JSONResponse(body, headers=headers)
 
+    async def graph_answer(request: Request, call: Callable[[bytes], GraphReply]) -> Response:
+        body = await request.body() if request.method == "POST" else b""
+        delay = emulator.graph.delay_seconds
+        if delay > 0:
+            await anyio.sleep(delay)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and media != "application/zip":
+            reply = GraphError(
+                415, "UnsupportedMediaType", "The app package must be sent as application/zip."
+            ).reply(emulator.now())
+        else:
+            reply = call(body)
+        logger.info("graph %s %s -> %s", request.method, request.url.path, reply.status)
+        if reply.body is None:
+            return Response(status_code=reply.status, headers=dict(reply.headers))
+        return JSONResponse(reply.body, status_code=reply.status, headers=dict(reply.headers))
+
+    async def teams_apps(request: Request) -> Response:
+        auth = request.headers.get("authorization")
+        query = dict(request.query_params)
+        if request.method == "GET":
+            return await graph_answer(request, lambda _: emulator.graph.list_apps(auth, query))
+        return await graph_answer(request, lambda body: emulator.graph.publish(auth, body, query))
+
+    async def app_definitions(request: Request) -> Response:
+        auth = request.headers.get("authorization")
+        app_id = request.path_params["app_id"]
+        return await graph_answer(request, lambda body: emulator.graph.update(auth, app_id, body))
+
     routes = [
         Route("/", index),
+        Route("/v1.0/appCatalogs/teamsApps", teams_apps, methods=["GET", "POST"]),
+        Route(
+            "/v1.0/appCatalogs/teamsApps/{app_id}/appDefinitions", app_definitions, methods=["POST"]
+        ),
         Route("/common/discovery/instance", instance_discovery),
         Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration),
         Route("/{tenant}/discovery/v2.0/keys", keys),
@@ -233,6 +267,21 @@ def _control_routes(emulator: Emulator) -> list[Route]:
         emulator.revoke_consent(_str(p, "tenant"), _str(p, "client_id"))
         return None
 
+    def graph_failures(p: Mapping[str, object]) -> object:
+        retry_after = p.get("retryAfter")
+        code = p.get("code")
+        emulator.graph.fail_next(
+            int(_num(p, "count")),
+            int(_num(p, "status")),
+            code=code if isinstance(code, str) else None,
+            retry_after=int(_num(p, "retryAfter")) if retry_after is not None else None,
+        )
+        return None
+
+    def graph_delay(p: Mapping[str, object]) -> object:
+        emulator.graph.set_delay(_num(p, "seconds"))
+        return None
+
     def reset(p: Mapping[str, object]) -> object:
         emulator.reset()
         return None
@@ -246,6 +295,8 @@ def _control_routes(emulator: Emulator) -> list[Route]:
         "id-token-overrides": id_token_overrides,
         "consents/grant": grant,
         "consents/revoke": revoke,
+        "graph-failures": graph_failures,
+        "graph-delay": graph_delay,
         "reset": reset,
     }
     return [

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 GLOBAL_ADMIN_ROLE_ID = "62e90394-69f5-4237-9190-012177145e10"
 """The directory role template id of Global Administrator, as it appears in the `wids` claim."""
 
+TEAMS_ADMIN_ROLE_ID = "69091246-20e8-4a56-aa4d-066075b2a7a8"
+"""The directory role template id of Teams Administrator (Entra built-in roles reference)."""
+
 CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
 """The fixed tenant id of personal Microsoft accounts (MSA)."""
 

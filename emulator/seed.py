@@ -8,6 +8,7 @@ from __future__ import annotations
 from emulator.config import (
     CONSUMERS_TENANT_ID,
     GLOBAL_ADMIN_ROLE_ID,
+    TEAMS_ADMIN_ROLE_ID,
     AppRegistration,
     EmulatorConfig,
     Tenant,
@@ -34,6 +35,13 @@ CONTOSO_DECLINER = User(
     # An admin, so that declining is the only reason their flows fail.
     wids=(GLOBAL_ADMIN_ROLE_ID,),
     declines_consent=True,
+)
+
+CONTOSO_TEAMS_ADMIN = User(
+    oid="aaaaaaaa-0000-4000-8000-0000000000a4",
+    name="Tomas Teams-Admin",
+    preferred_username="tomas@contoso.onmicrosoft.com",
+    wids=(TEAMS_ADMIN_ROLE_ID,),
 )
 
 FABRIKAM_TENANT_ID = "bbbbbbbb-0000-4000-8000-00000000fab0"
@@ -65,13 +73,13 @@ DEFAULT_REDIRECT_URIS = (
 
 
 def default_tenants() -> tuple[Tenant, ...]:
-    """Contoso (admin, user, decliner), Fabrikam (admin) and the personal-account tenant."""
+    """Contoso (admin, user, decliner, Teams admin), Fabrikam (admin), the personal tenant."""
     return (
         Tenant(
             tenant_id=CONTOSO_TENANT_ID,
             domain=CONTOSO_DOMAIN,
             display_name="Contoso",
-            users=(CONTOSO_ADMIN, CONTOSO_USER, CONTOSO_DECLINER),
+            users=(CONTOSO_ADMIN, CONTOSO_USER, CONTOSO_DECLINER, CONTOSO_TEAMS_ADMIN),
         ),
         Tenant(
             tenant_id=FABRIKAM_TENANT_ID,

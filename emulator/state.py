@@ -40,6 +40,7 @@ from emulator.errors import (
     user_declined,
 )
 from emulator.faults import Faults, TokenFault
+from emulator.graph import GraphCatalog
 from emulator.keys import KeyRing
 from emulator.seed import default_config
 
@@ -175,6 +176,14 @@ class Emulator:
         self._service_principals: dict[tuple[str, str], _ServicePrincipal] = {}
         self._faults = Faults()
         self._propagation_delay = self._config.consent_propagation_delay
+        # Microsoft Graph's Teams app catalog, per tenant (emulator/graph.py).
+        self.graph = GraphCatalog(
+            jwks=self.jwks,
+            now=self.now,
+            known_tenants=lambda: tuple(
+                t.tenant_id for t in self._config.tenants if not t.personal
+            ),
+        )
 
     # ----------------------------------------------------------------- inspection and control
 

@@ -21,6 +21,7 @@ def get_action_item_url(body: dict[str, Any], user: str) -> views.Reply:
         expires_in=body.get("expiresInSeconds", action_items.DEFAULT_LIFETIME),
         result_delivery=body.get("resultDelivery", "redirect"),
         reregister=body.get("reregister", False),
+        teams_app_package_ids=body.get("teamsAppPackageIds"),
     )
     location = f"/actionItems/{issued.item.action_item_id}"
     return views.reply(views.issued_action_item(issued), 201, location)

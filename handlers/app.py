@@ -129,6 +129,7 @@ def create_app(
         middleware.BodyGuardMiddleware,
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         max_body_bytes=settings.max_body_bytes,
+        max_package_bytes=settings.teams_app_package_max_bytes,
     )
     app.add_middleware(
         middleware.RuntimeMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, runtime=runtime

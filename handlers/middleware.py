@@ -245,18 +245,24 @@ class BodyGuardMiddleware:
     ``INVALID_REQUEST_BODY``. The checked body is then replayed downstream.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_package_bytes: int = 0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Teams app packages (application/zip) have their own, larger cap.
+        self.max_package_bytes = max_package_bytes or max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
+        is_zip = (
+            headers.get("content-type", b"").split(b";")[0].strip().lower() == b"application/zip"
+        )
+        limit = self.max_package_bytes if is_zip else self.max_body_bytes
         declared = headers.get("content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await send_problem(send, scope["path"], self._too_large())
+        if declared.isdigit() and int(declared) > limit:
+            await send_problem(send, scope["path"], self._too_large(is_zip))
             return
         chunks: list[bytes] = []
         size = 0
@@ -266,8 +272,8 @@ class BodyGuardMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                await send_problem(send, scope["path"], self._too_large())
+            if size > limit:
+                await send_problem(send, scope["path"], self._too_large(is_zip))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -298,7 +304,11 @@ class BodyGuardMiddleware:
 
         await self.app(scope, replay, send)
 
-    def _too_large(self) -> errors.BrokerError:
+    def _too_large(self, is_zip: bool) -> errors.BrokerError:
+        if is_zip:
+            return errors.TeamsAppPackageTooLarge(
+                f"the package exceeds {self.max_package_bytes} bytes"
+            )
         return errors.PayloadTooLarge(f"the request body exceeds {self.max_body_bytes} bytes")
 
 

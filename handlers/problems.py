@@ -59,6 +59,8 @@ def problem_document(error: errors.BrokerError, field: str | None = None) -> dic
     }
     if field:
         document["field"] = field
+    if error.extra.get("defects"):
+        document["defects"] = list(error.extra["defects"])
     return document
 
 

@@ -53,6 +53,19 @@ def enterprise(value: Enterprise) -> dict[str, Any]:
             }
             for consent in value.consents
         ],
+        "teamsApps": [
+            {
+                "manifestId": app.manifest_id,
+                "packageId": app.package_id,
+                "status": app.status,
+                "version": app.version,
+                "catalogAppId": app.catalog_app_id,
+                "errorCode": app.error_code,
+                "actionItemId": app.action_item_id,
+                "updatedAt": timestamp(app.updated_at),
+            }
+            for app in value.teams_apps
+        ],
         "createdAt": timestamp(value.created_at),
         "updatedAt": timestamp(value.updated_at),
     }
@@ -76,6 +89,9 @@ def action_item(value: ActionItem) -> dict[str, Any]:
         "openedAt": timestamp(value.opened_at),
         "finishedAt": timestamp(value.finished_at),
         "revokedAt": timestamp(value.revoked_at),
+        "teamsAppPackageIds": list(value.teams_app_package_ids)
+        if value.teams_app_package_ids is not None
+        else None,
     }
 
 

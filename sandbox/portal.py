@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from broker.webhook_signatures import WebhookVerificationError, verify_webhook
+from sandbox.teams_demo import demo_package
 
 log = logging.getLogger("sandbox.portal")
 
@@ -99,6 +100,7 @@ class Portal:
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """One broker API call with the API key; raises :class:`BrokerError` on a problem."""
         headers = {"Authorization": f"Bearer {self.config.api_key}"}
+        headers.update(kwargs.pop("headers_extra", {}))
         try:
             response = await self.client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
@@ -136,6 +138,30 @@ class Portal:
         found: dict[str, Any] = page["items"][0]
         self.enterprise_id = found["enterpriseId"]
         return found
+
+    async def teams_packages(self) -> list[dict[str, Any]]:
+        """The provider's Teams app packages; the demo app is uploaded on first use."""
+        listing = await self.call("GET", "/teamsApps/packages", params={"limit": 100})
+        if not listing["items"]:
+            await self.upload_demo_version("1.0.0")
+            listing = await self.call("GET", "/teamsApps/packages", params={"limit": 100})
+        items: list[dict[str, Any]] = listing["items"]
+        return items
+
+    async def upload_demo_version(self, version: str) -> dict[str, Any]:
+        """Upload the sandbox's demo Teams app at ``version`` (the zip is generated)."""
+        try:
+            uploaded: dict[str, Any] = await self.call(
+                "POST",
+                "/teamsApps/packages",
+                content=demo_package(version),
+                headers_extra={"Content-Type": "application/zip"},
+            )
+        except BrokerError as exc:
+            if exc.code != "TEAMS_APP_PACKAGE_DUPLICATE":  # two first loads at once
+                raise
+            return {}
+        return uploaded
 
     async def action_types(self) -> list[dict[str, Any]]:
         """The broker's action catalog."""
@@ -324,10 +350,67 @@ def _enterprise_section(enterprise: dict[str, Any]) -> str:
     )
 
 
+def _teams_section(
+    packages: list[dict[str, Any]], enterprise: dict[str, Any], registered: bool
+) -> str:
+    package_rows = "".join(
+        f"<tr><td>{escape(str(p.get('name')))}</td><td>{_code(p.get('manifestId'))}</td>"
+        f"<td>{escape(str(p.get('version')))}</td><td>{'yes' if p.get('current') else 'no'}</td>"
+        f"<td>{_prefix(p.get('sha256'))}</td></tr>"
+        for p in packages
+    )
+    catalog_rows = "".join(
+        f"<tr><td>{_code(a.get('manifestId'))}</td><td>{_badge(a.get('status'))}</td>"
+        f"<td>{escape(str(a.get('version') or '—'))}</td><td>{_code(a.get('catalogAppId'))}</td>"
+        f"<td>{_code(a.get('errorCode'))}</td><td>{escape(str(a.get('updatedAt')))}</td></tr>"
+        for a in enterprise.get("teamsApps", [])
+    )
+    catalog = (
+        "<table><tr><th>App (manifest id)</th><th>Last deployment</th><th>Version</th>"
+        f"<th>Catalog app id</th><th>Error</th><th>At</th></tr>{catalog_rows}</table>"
+        if catalog_rows
+        else "<p>Not deployed to this tenant yet.</p>"
+    )
+    newest = max((str(p.get("version")) for p in packages), default="1.0.0", key=_version_tuple)
+    major, minor, _patch = _version_tuple(newest)
+    deploy = (
+        '<button name="choice" value="DEPLOY_TEAMS_APPS"><b>Deploy Teams apps</b> <small>Sign in '
+        "as a Global or Teams Administrator; the broker publishes or updates the apps "
+        "below in the tenant's Teams app catalog.</small></button>"
+        if registered
+        else '<button name="choice" value="DEPLOY_TEAMS_APPS" disabled><b>Deploy Teams apps</b>'
+        "<br><small>Needs a registered enterprise: complete REGISTRATION first.</small></button>"
+    )
+    return (
+        '<section class="actions"><h2>Teams apps</h2>'
+        "<table><tr><th>App</th><th>Manifest id</th><th>Version</th><th>Current</th>"
+        f"<th>SHA-256</th></tr>{package_rows}</table>"
+        '<form method="post" action="/teams/bump">'
+        f'<button name="version" value="{major}.{minor + 1}.0"><b>Upload version '
+        f"{major}.{minor + 1}.0</b> <small>A new version of the demo app (the next deployment "
+        "updates it).</small></button></form>"
+        f'<form method="post" action="/start">{deploy}</form>'
+        f"<h3>In the tenant's Teams app catalog</h3>{catalog}"
+        '<p class="note">Demo users: <code>admin@contoso.onmicrosoft.com</code> (Global Admin), '
+        "<code>tomas@contoso.onmicrosoft.com</code> (Teams Administrator), "
+        "<code>user@contoso.onmicrosoft.com</code> (fails with NOT_TEAMS_ADMIN).</p></section>"
+    )
+
+
+def _version_tuple(version: str) -> tuple[int, int, int]:
+    core = version.split("-", 1)[0].split("+", 1)[0].split(".")
+    try:
+        return int(core[0]), int(core[1]), int(core[2])
+    except (IndexError, ValueError):
+        return 0, 0, 0
+
+
 def _actions_section(types: list[dict[str, Any]], registered: bool) -> str:
     buttons = []
     for spec in types:
         action_type = str(spec.get("actionType"))
+        if action_type == "DEPLOY_TEAMS_APPS":
+            continue  # its own section, with the packages and the catalog state
         label = (
             f"<b>{escape(action_type)}</b> <small>{escape(str(spec.get('description')))}</small>"
         )
@@ -408,6 +491,20 @@ def _outcome_section(result: dict[str, Any], via: str) -> str:
             + '<p class="note">Tokens are shown as prefixes only; a real portal keeps them '
             "server-side.</p></section>"
         )
+    teams = result.get("teamsApps")
+    if isinstance(teams, dict):
+        app_rows = "".join(
+            f"<tr><td>{_code(a.get('manifestId'))}</td><td>{_badge(a.get('status'))}</td>"
+            f"<td>{escape(str(a.get('version') or '—'))}</td>"
+            f"<td>{_code(a.get('catalogAppId'))}</td><td>{_code(a.get('errorCode'))}</td>"
+            f"<td>{_code(a.get('graphErrorCode'))}</td></tr>"
+            for a in teams.get("apps", [])
+        )
+        body += (
+            "<section><h2>Teams apps deployed</h2><table><tr><th>App</th><th>Result</th>"
+            "<th>Version</th><th>Catalog app id</th><th>Error</th><th>Graph error</th></tr>"
+            f"{app_rows}</table></section>"
+        )
     consent = result.get("consent")
     if isinstance(consent, dict):
         body += (
@@ -442,6 +539,7 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
         try:
             enterprise = await portal.demo_enterprise()
             types = await portal.action_types()
+            packages = await portal.teams_packages()
         except BrokerError as exc:
             return _page("Unavailable", _broker_error(exc), 502)
         registered = (enterprise.get("registration") or {}).get("status") == "registered"
@@ -449,6 +547,7 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
             f"<h1>Welcome, {escape(str(enterprise.get('name')))}</h1>"
             + _enterprise_section(enterprise)
             + _actions_section(types, registered)
+            + _teams_section(packages, enterprise, registered)
         )
         return _page("Your enterprise", body + _webhooks_section(portal.webhooks))
 
@@ -530,6 +629,17 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
         sections += _outcome_section(result, "form_post result JWT (ES256, broker JWKS)")
         return await _result_page(portal, sections, result)
 
+    async def bump(request: Request) -> Response:
+        form = await _form(request)
+        version = form.get("version", "")
+        if _version_tuple(version) == (0, 0, 0):
+            return _page("Could not upload", _error_section("Bad version", "") + _back(), 400)
+        try:
+            await portal.upload_demo_version(version)
+        except BrokerError as exc:
+            return _page("Could not upload", _broker_error(exc) + _back(), 400)
+        return RedirectResponse("/", status_code=303, headers=_SECURITY_HEADERS)
+
     async def stylesheet(request: Request) -> Response:
         return Response(
             STYLE,
@@ -546,6 +656,7 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
         routes=[
             Route("/", home, methods=["GET"]),
             Route("/start", start, methods=["POST"]),
+            Route("/teams/bump", bump, methods=["POST"]),
             Route("/callback", callback_get, methods=["GET"]),
             Route("/callback", callback_post, methods=["POST"]),
             Route("/webhooks", webhook, methods=["POST"]),

@@ -8,10 +8,18 @@
  *   node flow.js finish BROKER_URL ENTERPRISE_ID ACTION_ITEM_ID
  *     -> stdout: {"redeemed", "again", "enterprise", "events"}
  *
+ * And a Teams app deployment (DEPLOY_TEAMS_APPS) on a registered enterprise:
+ *
+ *   node flow.js deploy-start BROKER_URL ENTERPRISE_ID CALLBACK_URL PACKAGE_ZIP
+ *     -> stdout: {"packageId", "manifestId", "version", "actionItemId", "url"}
+ *   node flow.js deploy-finish BROKER_URL ENTERPRISE_ID
+ *     -> stdout: {"status", "apps", "enterpriseTeamsApps"}
+ *
  * Secrets come from the environment, never argv: CTT_CONTRACT_API_KEY, and for `finish`
  * CTT_CONTRACT_RESULT_CODE. The flow log goes to stderr: operation, HTTP status, key fields, no
  * secrets (no key, link, result code or token).
  */
+import { readFileSync } from "node:fs";
 import createClient from "openapi-fetch";
 import type { components, paths } from "./schema.js";
 
@@ -135,6 +143,74 @@ async function finish(broker: string, enterpriseId: string, actionItemId: string
   };
 }
 
+async function deployStart(
+  broker: string,
+  enterpriseId: string,
+  callbackUrl: string,
+  packagePath: string,
+) {
+  const api = client(broker);
+  const zip = readFileSync(packagePath);
+  // The spec types an application/zip body as a binary string; the bytes go through unchanged.
+  const uploaded = await api.POST("/teamsApps/packages", {
+    body: zip as unknown as string,
+    bodySerializer: (body) => body,
+    headers: { "Content-Type": "application/zip" },
+  });
+  const pkg: Schemas["TeamsAppPackage"] = expect("uploadTeamsAppPackage", 201, uploaded);
+  log("uploadTeamsAppPackage", uploaded.response.status, {
+    packageId: pkg.packageId,
+    manifestId: pkg.manifestId,
+    version: pkg.version,
+    current: pkg.current,
+  });
+
+  const asked = await api.POST("/enterprise/getActionItemUrl", {
+    body: {
+      actionType: "DEPLOY_TEAMS_APPS",
+      enterpriseId,
+      callbackUrl,
+      teamsAppPackageIds: [pkg.packageId],
+    },
+  });
+  const item: Schemas["ActionItemCreated"] = expect("getActionItemUrl", 201, asked);
+  log("getActionItemUrl", asked.response.status, {
+    actionItemId: item.actionItemId,
+    actionType: item.actionType,
+  });
+  return {
+    packageId: pkg.packageId,
+    manifestId: pkg.manifestId,
+    version: pkg.version,
+    actionItemId: item.actionItemId,
+    url: item.url,
+  };
+}
+
+async function deployFinish(broker: string, enterpriseId: string) {
+  const api = client(broker);
+  const redeemed = await api.POST("/results/redeem", {
+    body: { resultCode: env("CTT_CONTRACT_RESULT_CODE") },
+  });
+  const result: Schemas["Result"] = expect("redeemResult", 200, redeemed);
+  const apps: Schemas["TeamsAppDeployment"][] = result.teamsApps?.apps ?? [];
+  log("redeemResult", redeemed.response.status, {
+    status: result.status,
+    apps: apps.map((app) => `${app.status} ${app.version ?? ""}`),
+  });
+  const got = await api.GET("/enterprises/{enterpriseId}", {
+    params: { path: { enterpriseId } },
+  });
+  const enterprise: Schemas["Enterprise"] = expect("getEnterprise", 200, got);
+  const catalog = (enterprise.teamsApps ?? []).map((app) => ({
+    manifestId: app.manifestId,
+    status: app.status,
+    version: app.version,
+  }));
+  log("getEnterprise", got.response.status, { teamsApps: catalog.length });
+  return { status: result.status, apps, enterpriseTeamsApps: catalog };
+}
+
 async function main(argv: readonly string[]): Promise<unknown> {
   const [command, broker, ...rest] = argv;
   if (command === "start" && broker !== undefined && rest.length === 3) {
@@ -144,6 +220,13 @@ async function main(argv: readonly string[]): Promise<unknown> {
   if (command === "finish" && broker !== undefined && rest.length === 2) {
     const [enterpriseId, actionItemId] = rest as [string, string];
     return finish(broker, enterpriseId, actionItemId);
+  }
+  if (command === "deploy-start" && broker !== undefined && rest.length === 3) {
+    const [enterpriseId, callbackUrl, packagePath] = rest as [string, string, string];
+    return deployStart(broker, enterpriseId, callbackUrl, packagePath);
+  }
+  if (command === "deploy-finish" && broker !== undefined && rest.length === 1) {
+    return deployFinish(broker, rest[0] as string);
   }
   throw new FlowError("usage: flow.js start BROKER EXTERNAL_ID CALLBACK_URL STATE | finish BROKER ENTERPRISE_ID ACTION_ITEM_ID");
 }

@@ -318,9 +318,9 @@ def test_list_action_items_of_an_enterprise(
     assert rest["nextCursor"] is None
 
 
-def test_action_type_catalog_lists_the_nine_types(client: Any, provider: ProviderAccount) -> None:
+def test_action_type_catalog_lists_the_ten_types(client: Any, provider: ProviderAccount) -> None:
     items = client.get("/actionTypes", headers=provider.headers).json()["items"]
-    assert len(items) == 9
+    assert len(items) == 10
     assert items[0] == {
         "actionType": "REGISTRATION",
         "kind": "signin",

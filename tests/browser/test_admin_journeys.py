@@ -67,7 +67,12 @@ def test_catalog_covers_every_consent_action(sandbox: Sandbox) -> None:
     listing = sandbox.api("GET", "/actionTypes")
     assert listing.status_code == 200
     types = {item["actionType"] for item in listing.json()["items"]}
-    assert types == {"REGISTRATION", "LOGIN_ENTERPRISE_ADMIN", *CONSENT_ACTIONS}
+    assert types == {
+        "REGISTRATION",
+        "LOGIN_ENTERPRISE_ADMIN",
+        "DEPLOY_TEAMS_APPS",
+        *CONSENT_ACTIONS,
+    }
 
 
 def test_registration_succeeds(tab: Tab, sandbox: Sandbox, screenshot: Screenshot) -> None:

@@ -189,3 +189,32 @@ def test_portal_never_logs_secrets_and_warns_on_an_unknown_state(sandbox: Sandbo
     # The banner shows the key once; nothing else may repeat it or any token or code.
     assert log.count(api_key.group(1)) == 1
     assert "ctt_rc_" not in log and "eyJ" not in log
+
+
+def test_teams_apps_publish_then_update_then_unchanged_through_the_portal(
+    sandbox: Sandbox,
+) -> None:
+    """The demo app is published, a version bump updates it, a third run leaves it alone."""
+    browser = Browser(emulator_url=sandbox.emulator)
+    with browser.client:
+        home = browser.client.get(f"{sandbox.portal}/")
+        assert "Teams apps" in home.text and "Acme Phone" in home.text
+        if re.search(r'value="DEPLOY_TEAMS_APPS" disabled', home.text):
+            run_action(sandbox, browser, "REGISTRATION")
+        chains = []
+        for expected, bump in (("published", None), ("updated", "1.1.0"), ("unchanged", None)):
+            if bump:
+                uploaded = browser.client.post(
+                    f"{sandbox.portal}/teams/bump", data={"version": bump}
+                )
+                assert uploaded.status_code == 303, uploaded.text
+            page, hops = run_action(sandbox, browser, "DEPLOY_TEAMS_APPS")
+            assert "DEPLOY_TEAMS_APPS: completed" in page.text, page.text[-3000:]
+            section = page.text.split("Teams apps deployed", 1)[1].split("</table>", 1)[0]
+            assert f">{expected}<" in section, section
+            chains.append((expected, describe(hops, sandbox)))
+        home = browser.client.get(f"{sandbox.portal}/")
+        catalog = home.text.split("In the tenant&#x27;s Teams app catalog", 1)[-1]
+        assert ">unchanged<" in home.text and "1.1.0" in catalog
+    for expected, chain in chains:
+        print(f"\nDEPLOY_TEAMS_APPS ({expected}) hops: {chain}")
