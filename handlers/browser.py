@@ -30,9 +30,12 @@ def launch_action(handle: str) -> Reply:
 
 def complete_callback() -> Reply:
     """``completeCallback``: Microsoft's redirect back, checked and turned into an outcome."""
-    params = {key: value for key, value in request.query_params.items()}
-    done = flows.complete(current_runtime(), params, dict(request.cookies))
-    expire = f"{done.cookie_name}=; Max-Age=0; Path={done.cookie_path}; HttpOnly; SameSite=Lax"
+    pairs = request.query_params.multi_items()
+    done = flows.complete(current_runtime(), pairs, dict(request.cookies))
+    secure = "; Secure" if done.cookie_secure else ""
+    expire = (
+        f"{done.cookie_name}=; Max-Age=0; Path={done.cookie_path}; HttpOnly; SameSite=Lax{secure}"
+    )
     if done.delivery.mode == "form_post":
         body, headers = pages.form_post_page(done.delivery.location, done.delivery.form_fields)
         return body, 200, {**headers, "Set-Cookie": expire}

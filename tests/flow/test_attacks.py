@@ -258,7 +258,7 @@ def test_sign_in_answer_without_code_or_error_still_reaches_the_provider(world: 
     params, _ = started(world)
     del params["code"]
     query = returned(world.callback(params))
-    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_ERROR")
+    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_RESPONSE_INVALID")
 
 
 def test_revoke_racing_the_admins_return_shows_revoked(world: World) -> None:
