@@ -160,6 +160,7 @@ def main(
 
 def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from broker.confirmations import confirm_pending
+    from broker.lifecycle import fail_abandoned_flows
     from broker.outcomes import purge_expired
 
     if not 0.5 <= args.interval <= 3600:
@@ -177,6 +178,7 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
         while True:
             try:
                 done = confirm_pending(runtime)
+                fail_abandoned_flows(runtime)  # before purging: it needs their flows
                 purged = purge_expired(runtime)
                 webhooks.enqueue_new_events(runtime)
                 sent = webhooks.deliver_due(runtime, client)
