@@ -22,7 +22,8 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import OperationalError
 
 from broker import errors, flows
-from broker.db import action_items, audit_log, events, flows as flows_table, make_engine
+from broker.db import action_items, audit_log, events, make_engine
+from broker.db import flows as flows_table
 from broker.flow_store import CLAIM_LEASE
 from broker.lifecycle import FINISHED_ITEM_STATES, fail_abandoned_flows
 from broker.runtime import Runtime
