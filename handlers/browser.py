@@ -50,7 +50,9 @@ async def resume_form_post(body: dict[str, Any]) -> Reply:
     """``resumeFormPost``: a form_post is a cross-site POST without our Lax cookie.
 
     Answer with a 303 to our own GET step, where the browser sends the cookie.
+    Every field goes on: the GET step judges them. (Connexion has already read
+    the form: a repeated field arrives joined with commas, so it fails there.)
     """
-    fields = {k: str(v) for k, v in (body or {}).items() if isinstance(v, str | int)}
+    pairs = [(k, str(v)) for k, v in (body or {}).items() if isinstance(v, str | int)]
     path = flows.callback_path(current_runtime())
-    return "", 303, pages.redirect_headers(f"{path}?{urlencode(fields)}")
+    return "", 303, pages.redirect_headers(f"{path}?{urlencode(pairs)}")
