@@ -147,7 +147,7 @@ def reserved_names(query: str) -> list[str]:
     ``;`` counts as a separator (older servers and some frameworks split on it)
     and names are compared case-insensitively after percent-decoding.
     """
-    names = set()
+    names: set[str] = set()
     for piece in re.split(r"[&;]", query):
         names.update(name for name, _ in parse_qsl(piece, keep_blank_values=True))
     return sorted(name for name in names if name.casefold() in _RESERVED_FOLDED)
