@@ -120,6 +120,13 @@ def test_second_different_state_is_refused_as_state_invalid(world: World) -> Non
     assert "<code>STATE_INVALID</code>" in response.text
 
 
+def test_same_state_sent_twice_ends_the_item_failed(world: World) -> None:
+    """The state is ours, but the return repeats it: recorded as malformed, not trusted."""
+    pairs = sign_in_return(world)
+    pairs.append(("state", dict(pairs)["state"]))
+    assert_failed_as_malformed(world, send(world, pairs))
+
+
 def test_form_post_return_with_repeated_fields_is_recorded_too(world: World) -> None:
     """A repeated code in a form_post return still ends the item with an outcome."""
     pairs = sign_in_return(world)
