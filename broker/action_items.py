@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select
 
-from broker import errors
+from broker import errors, lifecycle
 from broker.callbacks import check_callback_url
 from broker.catalog import ActionSpec
 from broker.db import action_items
-from broker.enterprises import LIVE_ITEM_STATES, get_enterprise
-from broker.events import record_audit
+from broker.enterprises import get_enterprise
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.providers import get_provider
 from broker.runtime import Runtime
@@ -128,34 +127,26 @@ def create_action_item(
     handle = random_token(runtime.random_bytes)
     item_id = new_id(runtime, "act", now)
     with runtime.engine.begin() as connection:
-        connection.execute(
-            insert(action_items).values(
-                id=item_id,
-                handle_hash=hash_handle(handle),
-                provider_id=provider_id,
-                enterprise_id=enterprise.enterprise_id,
-                action_type=spec.action_type,
-                consent_type=spec.consent_type,
-                callback_url=callback.url,
-                provider_state=state,
-                result_delivery=result_delivery,
-                reregister=reregister,
-                teams_app_package_ids=packages,
-                status="created",
-                created_at=now,
-                expires_at=now + timedelta(seconds=expires_in),
-                updated_at=now,
-            )
-        )
-        record_audit(
+        lifecycle.record_created(
             connection,
             runtime,
-            provider_id,
-            "provider",
-            "actionItem.created",
-            enterprise_id=enterprise.enterprise_id,
-            action_item_id=item_id,
-            details={"actionType": spec.action_type, "expiresInSeconds": expires_in},
+            {
+                "id": item_id,
+                "handle_hash": hash_handle(handle),
+                "provider_id": provider_id,
+                "enterprise_id": enterprise.enterprise_id,
+                "action_type": spec.action_type,
+                "consent_type": spec.consent_type,
+                "callback_url": callback.url,
+                "provider_state": state,
+                "result_delivery": result_delivery,
+                "reregister": reregister,
+                "teams_app_package_ids": packages,
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=expires_in),
+                "updated_at": now,
+            },
+            {"actionType": spec.action_type, "expiresInSeconds": expires_in},
         )
         item = _load(runtime, connection, provider_id, item_id)
     return IssuedActionItem(item=item, url=f"{runtime.settings.public_base_url}/actions/{handle}")
@@ -206,36 +197,19 @@ def revoke_action_item(runtime: Runtime, provider_id: str, action_item_id: str) 
     started before it expired. The update is conditional, so a revoke racing the
     admin's completion either wins cleanly or reports that the item is finished.
     """
-    now = runtime.now()
     with runtime.engine.begin() as connection:
         current = _load(runtime, connection, provider_id, action_item_id)
         if current.status == "revoked":
             return current
-        result = connection.execute(
-            update(action_items)
-            .where(
-                action_items.c.id == action_item_id,
-                action_items.c.provider_id == provider_id,
-                action_items.c.status.in_(LIVE_ITEM_STATES),
-            )
-            .values(status="revoked", revoked_at=now, updated_at=now)
-        )
-        if result.rowcount != 1:
+        if not lifecycle.record_revoked(
+            connection, runtime, provider_id, current.enterprise_id, action_item_id
+        ):
             latest = _load(runtime, connection, provider_id, action_item_id)
             if latest.status == "revoked":  # a concurrent revoke won: same outcome
                 return latest
             raise errors.ActionItemNotRevocable(
                 f"the action item is {latest.status} and can no longer be revoked"
             )
-        record_audit(
-            connection,
-            runtime,
-            provider_id,
-            "provider",
-            "actionItem.revoked",
-            enterprise_id=current.enterprise_id,
-            action_item_id=action_item_id,
-        )
         return _load(runtime, connection, provider_id, action_item_id)
 
 
@@ -256,7 +230,7 @@ def _load(
     if row is None:
         raise errors.ActionItemNotFound(f"no action item {action_item_id!r}")
     status: ItemStatus = row["status"]
-    if status in LIVE_ITEM_STATES and runtime.now() >= row["expires_at"]:
+    if status in lifecycle.LIVE_ITEM_STATES and runtime.now() >= row["expires_at"]:
         status = "expired"
     spec = runtime.catalog.get(row["action_type"])
     return ActionItem(

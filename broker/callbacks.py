@@ -24,10 +24,12 @@ MAX_URL_LENGTH = 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # Names the broker appends when it redirects back; a provider URL using them
-# would make the result ambiguous.
+# would make the result ambiguous. Compared case-insensitively, because many
+# web frameworks read ``State`` and ``state`` as one parameter.
 RESERVED_PARAMETERS = frozenset(
     {"status", "actionType", "actionItemId", "state", "errorCode", "resultCode", "error"}
 )
+_RESERVED_FOLDED = frozenset(name.casefold() for name in RESERVED_PARAMETERS)
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # Percent-escapes that decode to separators, dots, control bytes or '%' itself:
@@ -131,14 +133,24 @@ def parse_callback_url(raw: str, *, development: bool) -> CallbackUrl:
         raise errors.CallbackUrlInsecureHttp(
             "callback URL must use https (http only on loopback for development providers)"
         )
-    reserved = sorted(
-        {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)} & RESERVED_PARAMETERS
-    )
+    reserved = reserved_names(parts.query)
     if reserved:
         raise errors.CallbackUrlReservedParameter(
             f"callback URL query uses reserved parameter(s): {', '.join(reserved)}"
         )
     return CallbackUrl(scheme=scheme, host=host, port=port, path=path, query=parts.query)
+
+
+def reserved_names(query: str) -> list[str]:
+    """The reserved parameter names ``query`` uses, however spelled or separated.
+
+    ``;`` counts as a separator (older servers and some frameworks split on it)
+    and names are compared case-insensitively after percent-decoding.
+    """
+    names: set[str] = set()
+    for piece in re.split(r"[&;]", query):
+        names.update(name for name, _ in parse_qsl(piece, keep_blank_values=True))
+    return sorted(name for name in names if name.casefold() in _RESERVED_FOLDED)
 
 
 def normalize_allowed_callback(raw: str, *, development: bool) -> CallbackUrl:

@@ -236,6 +236,7 @@ def run_worker_loops(
 def _run_jobs(runtime: Runtime, out: TextIO, err: TextIO, *, always: bool = False) -> bool:
     """One pass of the background jobs; each runs even if another failed. True if all ran."""
     from broker.confirmations import confirm_pending
+    from broker.lifecycle import fail_abandoned_flows
     from broker.outcomes import purge_expired
 
     report: list[str] = []
@@ -261,6 +262,10 @@ def _run_jobs(runtime: Runtime, out: TextIO, err: TextIO, *, always: bool = Fals
             else None
         )
 
+    def fail_abandoned() -> str | None:
+        failed = fail_abandoned_flows(runtime)
+        return f"failed {failed} interrupted flows" if failed or always else None
+
     def purge() -> str | None:
         purged = purge_expired(runtime)
         return f"purged {purged}" if purged or always else None
@@ -270,9 +275,10 @@ def _run_jobs(runtime: Runtime, out: TextIO, err: TextIO, *, always: bool = Fals
         return f"retention removed {kept.total}" if kept.total or always else None
 
     job("consent confirmation", confirm)
+    # Before purging and retention: an interrupted flow's record is what it needs.
+    job("interrupted flows", fail_abandoned)
     job("purge", purge)
     job("retention", retain)
-    # Further jobs (e.g. failing abandoned flows) go here, each in its own job(...).
     if report:
         print("worker: " + ", ".join(report), file=out, flush=True)
     return ok

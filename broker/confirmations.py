@@ -14,11 +14,18 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Connection, RowMapping, select, update
+from sqlalchemy import RowMapping, select
 
 from broker import errors
-from broker.db import action_items, enterprise_consents, enterprises
-from broker.events import emit_event, record_audit
+from broker.catalog import ActionSpec
+from broker.db import action_items, enterprises
+from broker.lifecycle import (
+    ConsentOutcome,
+    Outcome,
+    consent_payload,
+    load_finished_item,
+    settle_pending,
+)
 from broker.runtime import Runtime
 
 PENDING_LIMIT = timedelta(hours=1)
@@ -44,8 +51,6 @@ def confirm_pending(runtime: Runtime, *, limit: int = 100) -> Pass:
                     action_items.c.action_type,
                     action_items.c.enterprise_id,
                     action_items.c.finished_at,
-                    action_items.c.provider_id,
-                    action_items.c.provider_state,
                     enterprises.c.tenant_id,
                 )
                 .join(enterprises, enterprises.c.id == action_items.c.enterprise_id)
@@ -61,7 +66,7 @@ def confirm_pending(runtime: Runtime, *, limit: int = 100) -> Pass:
         spec = runtime.catalog.get(row["action_type"])
         now = runtime.now()
         if now - row["finished_at"] > PENDING_LIMIT:
-            failed += _finish(runtime, row, spec.consent_type, errors.ConsentNotConfirmed.code)
+            failed += _finish(runtime, row, spec, (), errors.ConsentNotConfirmed.code)
             continue
         try:
             check = runtime.ms.confirm_consent(spec, row["tenant_id"], attempts=1)
@@ -74,79 +79,25 @@ def confirm_pending(runtime: Runtime, *, limit: int = 100) -> Pass:
             and check.tenant_id == row["tenant_id"]
             and set(spec.scopes) <= set(check.roles)
         ):
-            granted += _finish(runtime, row, spec.consent_type, None)
+            granted += _finish(runtime, row, spec, check.roles, None)
         elif check.visible:
-            failed += _finish(runtime, row, spec.consent_type, errors.ConsentNotConfirmed.code)
+            failed += _finish(runtime, row, spec, check.roles, errors.ConsentNotConfirmed.code)
     return Pass(checked=len(rows), granted=granted, failed=failed)
 
 
-def _finish(runtime: Runtime, row: RowMapping, consent_type: str | None, error: str | None) -> int:
-    item_id, enterprise_id = row["id"], row["enterprise_id"]
-    now = runtime.now()
+def _finish(
+    runtime: Runtime, row: RowMapping, spec: ActionSpec, roles: tuple[str, ...], error: str | None
+) -> int:
+    failure = errors.ConsentNotConfirmed("the grant is still not visible") if error else None
+    consent: ConsentOutcome = "failed" if error else "granted"
+    outcome = Outcome(
+        status="failed" if error else "completed",
+        error=failure,
+        tenant_id=row["tenant_id"],
+        consent_type=spec.consent_type,
+        consent_status=consent,
+        payload=consent_payload(spec.consent_type, spec.scopes, consent, roles),
+    )
     with runtime.engine.begin() as connection:
-        moved = connection.execute(
-            update(action_items)
-            .where(action_items.c.id == item_id, action_items.c.status == "pending")
-            .values(
-                status="failed" if error else "completed",
-                error_code=error,
-                updated_at=now,
-            )
-        )
-        if moved.rowcount != 1:
-            return 0
-        values: dict[str, object] = {
-            "status": "failed" if error else "granted",
-            "error_code": error,
-            "updated_at": now,
-        }
-        if not error:
-            values["granted_at"] = now
-        connection.execute(
-            update(enterprise_consents)
-            .where(
-                enterprise_consents.c.enterprise_id == enterprise_id,
-                enterprise_consents.c.consent_type == consent_type,
-            )
-            .values(**values)
-        )
-        _announce(connection, runtime, row, consent_type, error)
-    return 1
-
-
-def _announce(
-    connection: Connection,
-    runtime: Runtime,
-    row: RowMapping,
-    consent_type: str | None,
-    error: str | None,
-) -> None:
-    status = "failed" if error else "completed"
-    data = {
-        "actionItemId": row["id"],
-        "actionType": row["action_type"],
-        "enterpriseId": row["enterprise_id"],
-        "status": status,
-        "errorCode": error,
-        "tenantId": row["tenant_id"],
-        "state": row["provider_state"],
-        "consent": {"consentType": consent_type, "status": "failed" if error else "granted"},
-    }
-    emit_event(connection, runtime, row["provider_id"], f"actionItem.{status}", data)
-    emit_event(
-        connection,
-        runtime,
-        row["provider_id"],
-        "consent.failed" if error else "consent.granted",
-        data,
-    )
-    record_audit(
-        connection,
-        runtime,
-        row["provider_id"],
-        "system",
-        f"actionItem.{status}",
-        enterprise_id=row["enterprise_id"],
-        action_item_id=row["id"],
-        details={"errorCode": error, "confirmedInBackground": True},
-    )
+        item = load_finished_item(connection, row["id"])
+        return 1 if settle_pending(connection, runtime, item, outcome) else 0

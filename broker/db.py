@@ -149,7 +149,9 @@ action_items = Table(
 
 
 # One row per admin round trip: the state's jti and MSAL's secret flow dict
-# (PKCE verifier, nonce). Consumed exactly once by a conditional update.
+# (PKCE verifier, nonce). A callback first claims it with a short lease
+# (``claim_token``, ``claimed_until``), then consumes it in the transaction that
+# records the outcome, conditional on still holding the claim.
 flows = Table(
     "flows",
     metadata,
@@ -159,6 +161,8 @@ flows = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("consumed_at", UtcDateTime),
+    Column("claim_token", String(64)),
+    Column("claimed_until", UtcDateTime),
 )
 
 # One-time result codes: only the SHA-256 of the code is stored.

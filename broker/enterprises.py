@@ -20,11 +20,11 @@ from broker import errors
 from broker.db import action_items, enterprise_consents, enterprises
 from broker.events import record_audit
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
+from broker.lifecycle import LIVE_ITEM_STATES
 from broker.runtime import Runtime
 from broker.teams_apps import EnterpriseTeamsApp, enterprise_teams_apps_state
 
 ConsentState = Literal["notRequested", "pending", "granted", "failed"]
-LIVE_ITEM_STATES = ("created", "opened")
 
 
 @dataclass(frozen=True)

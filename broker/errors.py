@@ -460,6 +460,17 @@ class MicrosoftError(BrokerError):
     title = "Microsoft refused the request"
 
 
+class MicrosoftResponseInvalid(MicrosoftError):
+    """Raised when Microsoft's return carries missing, repeated, oversized or malformed fields.
+
+    Only after the ``state`` checked out: the action item ends ``failed`` with this code.
+    """
+
+    status = 400
+    code = "MICROSOFT_RESPONSE_INVALID"
+    title = "Microsoft's answer was malformed"
+
+
 class InvalidGrant(MicrosoftError):
     """Raised when Microsoft refuses the authorization code (used, expired, or PKCE mismatch)."""
 
@@ -571,6 +582,28 @@ class CallbackNoLongerAllowed(Conflict):
 
     code = "CALLBACK_NO_LONGER_ALLOWED"
     title = "The return address is no longer approved"
+
+
+class FlowInProgress(Conflict):
+    """Raised when another request holds the claim on this flow (a double click, a racing tab).
+
+    The claim is a short lease: try again in a moment to see the outcome.
+    """
+
+    code = "FLOW_IN_PROGRESS"
+    title = "This sign-in is being completed"
+
+
+class CompletionInterrupted(BrokerError):
+    """Recorded when a flow reached Microsoft but its outcome could not be stored in time.
+
+    The worker ends such an action item ``failed`` with this code once the flow's claim
+    and lifetime have both run out (the database failed mid-callback and nobody retried).
+    """
+
+    status = 500
+    code = "COMPLETION_INTERRUPTED"
+    title = "The sign-in was interrupted"
 
 
 class ResultCodeInvalid(NotFound):

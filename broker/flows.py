@@ -1,42 +1,56 @@
 """The admin's round trip: from the click on a link, through Microsoft, back to us.
 
-:func:`launch` turns a live action item link into a short-lived flow (state
-JWT, server-side flow record holding MSAL's secrets, browser-binding cookie)
-and the Microsoft URL to go to. :func:`complete` checks everything Microsoft
-sends back, in DESIGN.md's order, and records the outcome:
+Orchestration only: storage belongs to :mod:`broker.lifecycle` (the action
+item), :mod:`broker.flow_store` (the flow record) and :mod:`broker.outcomes`
+(result codes). :func:`launch` turns a live action item link into a
+short-lived flow (state JWT, server-side flow record holding MSAL's secrets,
+browser-binding cookie) and the Microsoft URL to go to. :func:`complete`
+checks everything Microsoft sends back, in DESIGN.md's order:
 
 1. the state JWT: signature, algorithm, audience, issuer, expiry (no network);
 2. the browser-binding cookie of that flow (constant-time);
-3. the flow record, consumed atomically (a replay or a race loses);
-4. the action item: still open, and its callback still equal to the state's
-   and on the provider's allow-list;
-5. ``error`` from Microsoft wins over everything else;
+3. the flow record (not yet spent) and the action item: still open, and its
+   callback still equal to the state's and on the provider's allow-list;
+4. a claim on the flow: a short lease, so a racing callback loses;
+5. Microsoft's fields: malformed ones, then ``error``, win over everything else;
 6. consents: an app-only token confirms the grant (``tenant`` from the query
-   is never trusted); sign-ins: MSAL redeems the code, we validate the ID token.
+   is never trusted); sign-ins: MSAL redeems the code, we validate the ID token;
+7. one transaction consumes the flow and records the outcome, while the claim
+   holds. If anything fails before it commits, the flow is claimable again
+   once the lease runs out: the admin's refresh finishes it, or the worker
+   ends the item ``failed`` (:func:`broker.lifecycle.fail_abandoned_flows`).
+
+From step 4 on, every failure becomes the outcome: a flow that reached
+Microsoft always ends with one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import insert, select, update
-
-from broker import errors
+from broker import errors, flow_store
 from broker.action_items import hash_handle
 from broker.callbacks import check_callback_url, is_loopback_host
 from broker.catalog import ActionSpec
-from broker.db import action_items, enterprises, flows
-from broker.events import record_audit
-from broker.microsoft import microsoft_error
-from broker.outcomes import Delivery, FinishedItem, Outcome, delivery_for, record_outcome
-from broker.providers import get_provider
+from broker.lifecycle import (
+    FinishedItem,
+    ItemState,
+    Outcome,
+    consent_payload,
+    find_linked_item,
+    load_item_state,
+    record_launch,
+)
+from broker.microsoft import CallLog, microsoft_error
+from broker.microsoft_return import MicrosoftReturn, missing_fields, read_return
+from broker.outcomes import Delivery, delivery_for, record_outcome
+from broker.providers import Provider, get_provider
 from broker.runtime import Runtime
 from broker.state import (
     FlowState,
@@ -51,6 +65,9 @@ from broker.tokens import digest
 log = logging.getLogger("ctt_broker.flows")
 HANDLE_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 COOKIE_PREFIX = "ctt_bind_"
+# Production cookies are __Host- prefixed: the browser then insists on Secure,
+# Path=/ and no Domain, so a sibling subdomain cannot plant or shadow one.
+HOST_COOKIE_PREFIX = "__Host-"
 STATE_AUDIENCE = "ctt-broker/callback"
 
 
@@ -77,6 +94,7 @@ class Completion:
     delivery: Delivery
     cookie_name: str
     cookie_path: str
+    cookie_secure: bool = True
 
 
 def callback_path(runtime: Runtime) -> str:
@@ -84,9 +102,19 @@ def callback_path(runtime: Runtime) -> str:
     return urlsplit(runtime.settings.redirect_uri).path
 
 
-def cookie_name(jti: str) -> str:
+def cookie_name(runtime: Runtime, jti: str) -> str:
     """One binding cookie per flow, so two tabs with two flows do not clash."""
-    return COOKIE_PREFIX + digest(jti)[:16]
+    prefix = HOST_COOKIE_PREFIX if _host_cookie(runtime) else ""
+    return prefix + COOKIE_PREFIX + digest(jti)[:16]
+
+
+def cookie_path(runtime: Runtime) -> str:
+    """Where the binding cookie is sent: ``/`` for a __Host- cookie, else the callback."""
+    return "/" if _host_cookie(runtime) else callback_path(runtime)
+
+
+def _host_cookie(runtime: Runtime) -> bool:
+    return runtime.settings.mode == "production"
 
 
 def launch(runtime: Runtime, handle: str) -> Launch:
@@ -94,31 +122,21 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     if not HANDLE_SHAPE.match(handle):
         raise errors.LinkNotFound("this link is not valid")
     now = runtime.now()
-
-    with runtime.engine.connect() as connection:
-        row = (
-            connection.execute(
-                select(action_items).where(action_items.c.handle_hash == hash_handle(handle))
-            )
-            .mappings()
-            .first()
-        )
-        if row is None:
-            raise errors.LinkNotFound("this link is not valid")
-        tenant_id = connection.execute(
-            select(enterprises.c.tenant_id).where(enterprises.c.id == row["enterprise_id"])
-        ).scalar_one()
-    _check_live(row["status"], row["expires_at"] <= now)
-    spec = runtime.catalog.get(row["action_type"])
+    current = find_linked_item(runtime, hash_handle(handle))
+    if current is None:
+        raise errors.LinkNotFound("this link is not valid")
+    _check_live(current.status, current.expires_at <= now)
+    item, tenant_id = current.item, current.tenant_id
+    spec = runtime.catalog.get(item.action_type)
     settings = runtime.settings
     nonce = new_binding_nonce(runtime.random_bytes)
     state, flow_state = mint_state(
         runtime.keys.state_keyring,
         issuer=settings.public_base_url,
         audience=STATE_AUDIENCE,
-        action_item_id=row["id"],
-        action_type=row["action_type"],
-        callback_url=row["callback_url"],
+        action_item_id=item.action_item_id,
+        action_type=item.action_type,
+        callback_url=item.callback_url,
         binding_nonce=nonce,
         now=now,
         random_bytes=runtime.random_bytes,
@@ -133,124 +151,132 @@ def launch(runtime: Runtime, handle: str) -> Launch:
         location, msal_flow = runtime.ms.start_sign_in(
             spec, _sign_in_tenant(spec, tenant_id), state
         )
-    with runtime.engine.begin() as connection:
-        connection.execute(
-            insert(flows).values(
-                jti=flow_state.jti,
-                action_item_id=row["id"],
-                msal_flow=json.dumps(msal_flow) if msal_flow is not None else None,
-                created_at=now,
-                expires_at=flow_state.expires_at,
-            )
-        )
-        connection.execute(
-            update(action_items)
-            .where(action_items.c.id == row["id"], action_items.c.status == "created")
-            .values(status="opened", opened_at=now, updated_at=now)
-        )
-        record_audit(
-            connection,
-            runtime,
-            row["provider_id"],
-            "admin",
-            "actionItem.opened",
-            enterprise_id=row["enterprise_id"],
-            action_item_id=row["id"],
-        )
+    record_launch(
+        runtime, current, jti=flow_state.jti, msal_flow=msal_flow, expires_at=flow_state.expires_at
+    )
     return Launch(
         location=location,
-        cookie_name=cookie_name(flow_state.jti),
+        cookie_name=cookie_name(runtime, flow_state.jti),
         cookie_value=nonce,
         cookie_max_age=settings.flow_ttl_seconds,
         cookie_secure=not _is_loopback_http(settings.public_base_url),
-        cookie_path=callback_path(runtime),
+        cookie_path=cookie_path(runtime),
     )
 
 
-def complete(runtime: Runtime, params: Mapping[str, str], cookies: Mapping[str, str]) -> Completion:
-    """Check Microsoft's answer and record the outcome; see the module docstring."""
+def complete(
+    runtime: Runtime, pairs: Iterable[tuple[str, str]], cookies: Mapping[str, str]
+) -> Completion:
+    """Check Microsoft's answer and record the outcome; see the module docstring.
+
+    ``pairs`` is the query as sent, repeated names included.
+    """
     settings = runtime.settings
-    token = params.get("state")
-    if not token:
-        raise errors.StateInvalid("the response carries no state")
+    response = read_return(pairs)
     flow_state = verify_state(
-        token,
+        response.state,
         runtime.keys.state_keyring,
         issuer=settings.public_base_url,
         audience=STATE_AUDIENCE,
         now=runtime.now(),
     )
-    name = cookie_name(flow_state.jti)
+    name = cookie_name(runtime, flow_state.jti)
+    record = flow_store.read_flow(runtime, flow_state.jti)
     if not binding_matches(flow_state, cookies.get(name)):
         # A refresh of the finished callback page lost its cookie with completion:
-        # say "already done" rather than "another browser". Nothing is consumed here.
-        if _flow_consumed(runtime, flow_state):
+        # say "already done" rather than "another browser".
+        if record is not None and record.consumed:
             raise errors.StateReplayed("this sign-in was already completed")
         raise errors.BrowserBindingMismatch("this sign-in was started in another browser")
-    msal_flow = _consume_flow(runtime, flow_state)
-    item = _finished_item(runtime, flow_state)
-    spec = runtime.catalog.get(item.action_type)
-    try:
-        outcome = _outcome(runtime, spec, item, params, msal_flow)
-    except (errors.StateInvalid, errors.LinkExpired, errors.LinkUsed):
-        raise
-    except Exception as exc:  # the flow is spent: an outcome must still be recorded
-        log.exception("unexpected failure completing %s", item.action_item_id)
-        outcome = Outcome(status="failed", error=errors.InternalError(type(exc).__name__))
-    stored, code = record_outcome(runtime, item, outcome)
+    if record is None or record.consumed:
+        raise errors.StateReplayed("this sign-in was already completed")
+    if record.action_item_id != flow_state.action_item_id:
+        raise errors.StateInvalid("the state does not match its flow")
+    current = load_item_state(runtime, flow_state.action_item_id)
+    item, provider = _finishable(runtime, flow_state, current)
+    claim = flow_store.claim_flow(runtime, flow_state.jti)
+    outcome = _outcome(runtime, item, current.tenant_id, provider, response, claim, flow_state)
+    recorded = record_outcome(runtime, claim, item, outcome)
     return Completion(
-        outcome=stored,
-        delivery=delivery_for(runtime, item, stored, code),
+        outcome=recorded.outcome,
+        delivery=delivery_for(runtime, item, recorded),
         cookie_name=name,
-        cookie_path=callback_path(runtime),
+        cookie_path=cookie_path(runtime),
+        cookie_secure=not _is_loopback_http(settings.public_base_url),
     )
 
 
 def _outcome(
     runtime: Runtime,
-    spec: ActionSpec,
     item: FinishedItem,
-    params: Mapping[str, str],
-    msal_flow: dict[str, Any] | None,
+    tenant_id: str | None,
+    provider: Provider,
+    response: MicrosoftReturn,
+    claim: flow_store.Claim,
+    flow_state: FlowState,
 ) -> Outcome:
-    with runtime.engine.connect() as connection:
-        tenant_id = connection.execute(
-            select(enterprises.c.tenant_id).where(enterprises.c.id == item.enterprise_id)
-        ).scalar_one()
+    """What Microsoft's answer amounts to. Never raises: the flow is claimed."""
+    spec = runtime.catalog.get(item.action_type)
     consent = spec.consent_type
+    log = CallLog()
+    params = response.params
     try:
+        problem = response.problem or missing_fields(params, sign_in=spec.kind != "consent")
+        if problem:
+            raise errors.MicrosoftResponseInvalid(problem)
         if params.get("error"):
             # Entra's admin consent error redirect also says admin_consent=True: error wins.
             raise microsoft_error(params.get("error"), params.get("error_description"))
         if spec.kind == "consent":
-            return _confirm_consent(runtime, spec, tenant_id)
-        if msal_flow is None:
+            outcome = _confirm_consent(runtime, spec, tenant_id, log)
+        elif claim.msal_flow is None:
             raise errors.StateInvalid("the flow record holds no sign-in")
-        return _sign_in(runtime, spec, item, tenant_id, params, msal_flow)
-    except errors.BrokerError as failure:
-        if isinstance(failure, errors.StateInvalid | errors.LinkExpired | errors.LinkUsed):
-            raise
-        return Outcome(
+        else:
+            outcome = _sign_in(
+                runtime,
+                spec,
+                item,
+                tenant_id,
+                provider,
+                params,
+                claim.msal_flow,
+                deadline=flow_state.expires_at,
+                log=log,
+            )
+    except Exception as exc:
+        failure = exc if isinstance(exc, errors.BrokerError) else None
+        if failure is None:  # the flow is claimed: even a bug must end in an outcome
+            log_failure(item, exc)
+            failure = errors.InternalError(type(exc).__name__)
+        outcome = Outcome(
             status="failed",
             error=failure,
             tenant_id=tenant_id,
             consent_type=consent,
             consent_status="failed" if consent else None,
-            payload=_consent_payload(spec, "failed", ()) if consent else {},
+            payload=consent_payload(consent, spec.scopes, "failed") if consent else {},
         )
+    return replace(outcome, microsoft_attempts=log.attempts)
 
 
-def _confirm_consent(runtime: Runtime, spec: ActionSpec, tenant_id: str | None) -> Outcome:
+def log_failure(item: FinishedItem, exc: Exception) -> None:
+    """An unexpected failure while completing ``item``, with its traceback."""
+    log.error("unexpected failure completing %s", item.action_item_id, exc_info=exc)
+
+
+def _confirm_consent(
+    runtime: Runtime, spec: ActionSpec, tenant_id: str | None, log: CallLog
+) -> Outcome:
     if tenant_id is None:
         raise errors.EnterpriseNotRegistered("the enterprise is not registered")
-    check = runtime.ms.confirm_consent(spec, tenant_id)
+    check = runtime.ms.confirm_consent(spec, tenant_id, log=log)
     if not check.visible:
         return Outcome(
             status="pending",
             tenant_id=tenant_id,
             consent_type=spec.consent_type,
             consent_status="pending",
-            payload=_consent_payload(spec, "pending", ()),
+            payload=consent_payload(spec.consent_type, spec.scopes, "pending"),
         )
     missing = sorted(set(spec.scopes) - set(check.roles))
     if check.tenant_id != tenant_id or missing:
@@ -264,7 +290,7 @@ def _confirm_consent(runtime: Runtime, spec: ActionSpec, tenant_id: str | None) 
         tenant_id=tenant_id,
         consent_type=spec.consent_type,
         consent_status="granted",
-        payload=_consent_payload(spec, "granted", check.roles),
+        payload=consent_payload(spec.consent_type, spec.scopes, "granted", check.roles),
     )
 
 
@@ -273,11 +299,20 @@ def _sign_in(
     spec: ActionSpec,
     item: FinishedItem,
     tenant_id: str | None,
+    provider: Provider,
     params: Mapping[str, str],
     msal_flow: dict[str, Any],
+    *,
+    deadline: datetime,
+    log: CallLog,
 ) -> Outcome:
+    """A sign-in's completion: redeem the code, then check who signed in.
+
+    Sign-in actions that do work in the tenant with the admin's token add
+    their step here, after the checks and before the outcome is built.
+    """
     signed_in = runtime.ms.complete_sign_in(
-        spec, _sign_in_tenant(spec, tenant_id), msal_flow, params
+        spec, _sign_in_tenant(spec, tenant_id), msal_flow, params, deadline=deadline, log=log
     )
     claims = signed_in.claims
     if spec.needs_registered_enterprise and claims.tenant_id != tenant_id:
@@ -289,7 +324,6 @@ def _sign_in(
         return deploy_teams_apps(runtime, item, claims, signed_in.result)
     if not claims.is_global_admin:
         raise errors.NotGlobalAdmin("the account is not a Global Administrator")
-    provider = get_provider(runtime, item.provider_id)
     return Outcome(
         status="completed",
         tenant_id=claims.tenant_id,
@@ -334,81 +368,26 @@ def authentication_result(
     return shaped
 
 
-def _consent_payload(spec: ActionSpec, status: str, roles: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "consent": {
-            "consentType": spec.consent_type,
-            "status": status,
-            "roles": sorted(roles),
-            "requiredRoles": list(spec.scopes),
-        }
-    }
-
-
-def _flow_consumed(runtime: Runtime, flow_state: FlowState) -> bool:
-    with runtime.engine.connect() as connection:
-        consumed_at = connection.execute(
-            select(flows.c.consumed_at).where(flows.c.jti == flow_state.jti)
-        ).scalar_one_or_none()
-    return consumed_at is not None
-
-
-def _consume_flow(runtime: Runtime, flow_state: FlowState) -> dict[str, Any] | None:
-    """Use the flow record once; the conditional update settles races between instances."""
-    now = runtime.now()
-    with runtime.engine.begin() as connection:
-        consumed = connection.execute(
-            update(flows)
-            .where(flows.c.jti == flow_state.jti, flows.c.consumed_at.is_(None))
-            .values(consumed_at=now)
-        )
-        if consumed.rowcount != 1:
-            raise errors.StateReplayed("this sign-in was already completed")
-        stored = connection.execute(
-            select(flows.c.msal_flow, flows.c.action_item_id).where(flows.c.jti == flow_state.jti)
-        ).one()
-        # Flow secrets are needed exactly once: wipe them now.
-        connection.execute(
-            update(flows).where(flows.c.jti == flow_state.jti).values(msal_flow=None)
-        )
-    if stored.action_item_id != flow_state.action_item_id:
-        raise errors.StateInvalid("the state does not match its flow")
-    return json.loads(stored.msal_flow) if stored.msal_flow else None
-
-
-def _finished_item(runtime: Runtime, flow_state: FlowState) -> FinishedItem:
-    with runtime.engine.connect() as connection:
-        row = (
-            connection.execute(
-                select(action_items).where(action_items.c.id == flow_state.action_item_id)
-            )
-            .mappings()
-            .one()
-        )
+def _finishable(
+    runtime: Runtime, flow_state: FlowState, current: ItemState
+) -> tuple[FinishedItem, Provider]:
+    """The item a returning flow may finish; raise when it is no longer open to it."""
     # The flow's own lifetime governs from here: a link that expires while the
     # admin is at Microsoft still completes; a revoked or used one does not.
-    _check_live(row["status"], expired=False)
-    provider = get_provider(runtime, row["provider_id"])
-    if flow_state.callback_url != row["callback_url"]:
+    _check_live(current.status, expired=False)
+    item = current.item
+    if flow_state.callback_url != item.callback_url:
         raise errors.StateInvalid("the state's callback differs from the action item's")
+    provider = get_provider(runtime, item.provider_id)
     try:
         check_callback_url(
-            row["callback_url"], provider.callback_urls, development=provider.development
+            item.callback_url, provider.callback_urls, development=provider.development
         )
     except errors.CallbackUrlRejected:
         raise errors.CallbackNoLongerAllowed(
             "the provider no longer allows this return address"
         ) from None
-    return FinishedItem(
-        action_item_id=row["id"],
-        provider_id=row["provider_id"],
-        enterprise_id=row["enterprise_id"],
-        action_type=row["action_type"],
-        callback_url=row["callback_url"],
-        provider_state=row["provider_state"],
-        result_delivery=row["result_delivery"],
-        reregister=row["reregister"],
-    )
+    return item, provider
 
 
 def _check_live(status: str, expired: bool) -> None:

@@ -7,6 +7,12 @@ variables), a timeout on every call, and in the sandbox a transport that sends
 the login host's traffic to the emulator. The production path differs only by
 settings: the login host, the browser URL and the Graph host.
 
+Transient failures (connection errors, timeouts, 5xx, ``temporarily_unavailable``)
+are retried: idempotent calls (discovery, JWKS, app-only tokens) a few times with
+a short backoff; the code redemption within the flow's deadline, where Microsoft's
+``invalid_grant`` on a retry is the outcome (the code may have been spent by the
+try whose answer was lost). A :class:`CallLog` counts the requests made.
+
 Protocol legs are named for what they do: :meth:`Microsoft.build_consent_url`
 and :meth:`Microsoft.confirm_consent` for admin consent,
 :meth:`Microsoft.start_sign_in` and :meth:`Microsoft.complete_sign_in` for the
@@ -20,7 +26,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -111,6 +117,39 @@ def make_http_client(settings: Settings) -> httpx.Client:
     )
 
 
+# Pauses between tries of one call: four tries in all, under two seconds of waiting.
+RETRY_DELAYS = (0.2, 0.5, 1.0)
+
+
+@dataclass
+class CallLog:
+    """How many requests to Microsoft one completion made, retries included."""
+
+    attempts: int = 0
+
+
+class RetryingJwksClient:
+    """GETs for JWKS documents, retried on transport errors and 5xx (they are idempotent)."""
+
+    def __init__(self, http_client: httpx.Client, sleep: Callable[[float], None]) -> None:
+        self._http = http_client
+        self._sleep = sleep
+
+    def get(self, url: str, *, timeout: float) -> httpx.Response:
+        """One JWKS fetch, with up to ``len(RETRY_DELAYS)`` retries."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                response = self._http.get(url, timeout=timeout)
+            except httpx.TransportError:
+                if delay is None:
+                    raise
+            else:
+                if response.status_code < 500 or delay is None:
+                    return response
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
 @dataclass(frozen=True)
 class SignIn:
     """A completed sign-in: MSAL's result and the ID token claims we verified."""
@@ -147,7 +186,9 @@ class Microsoft:
         self._clock = clock
         self._sleep = sleep
         self.jwks = JwksCache(
-            http_client, clock=clock, timeout_seconds=settings.microsoft_timeout_seconds
+            RetryingJwksClient(http_client, sleep),
+            clock=clock,
+            timeout_seconds=settings.microsoft_timeout_seconds,
         )
 
     @property
@@ -175,7 +216,11 @@ class Microsoft:
         return f"{self._settings.login_browser_url}/{tenant}/v2.0/adminconsent?{query}"
 
     def confirm_consent(
-        self, spec: ActionSpec, tenant: str, attempts: int | None = None
+        self,
+        spec: ActionSpec,
+        tenant: str,
+        attempts: int | None = None,
+        log: CallLog | None = None,
     ) -> ConsentCheck:
         """Ask for an app-only token in ``tenant``; retry while the grant propagates.
 
@@ -186,7 +231,7 @@ class Microsoft:
         """
         attempts = attempts or self._settings.consent_confirm_attempts
         for attempt in range(attempts):
-            check = self._client_credentials(spec, tenant)
+            check: ConsentCheck = self._retried(lambda: self._client_credentials(spec, tenant), log)
             if check.visible:
                 return check
             if attempt + 1 < attempts:
@@ -222,36 +267,57 @@ class Microsoft:
     def start_sign_in(
         self, spec: ActionSpec, tenant: str, state: str, login_hint: str | None = None
     ) -> tuple[str, dict[str, Any]]:
-        """Begin the authorization code flow; returns the URL and MSAL's secret flow dict."""
-        flow = self._call(
-            lambda: self._application(spec.app, tenant).initiate_auth_code_flow(
-                scopes=list(spec.scopes),
-                redirect_uri=self._settings.redirect_uri,
-                state=state,
-                prompt="select_account",
-                login_hint=login_hint,
-            )
+        """Begin the authorization code flow; returns the URL and MSAL's secret flow dict.
+
+        Only the discovery document is fetched here: retried like any idempotent call.
+        """
+        flow = self._retried(
+            lambda: self._call(
+                lambda: self._application(spec.app, tenant).initiate_auth_code_flow(
+                    scopes=list(spec.scopes),
+                    redirect_uri=self._settings.redirect_uri,
+                    state=state,
+                    prompt="select_account",
+                    login_hint=login_hint,
+                )
+            ),
+            None,
         )
         if "auth_uri" not in flow:
             raise microsoft_error(flow.get("error"), flow.get("error_description"))
         return str(flow["auth_uri"]), dict(flow)
 
     def complete_sign_in(
-        self, spec: ActionSpec, tenant: str, flow: Mapping[str, Any], response: Mapping[str, str]
+        self,
+        spec: ActionSpec,
+        tenant: str,
+        flow: Mapping[str, Any],
+        response: Mapping[str, str],
+        *,
+        deadline: datetime | None = None,
+        log: CallLog | None = None,
     ) -> SignIn:
-        """Redeem the code with MSAL, then validate the ID token ourselves (MSAL does not)."""
-        application = self._call(lambda: self._application(spec.app, tenant))
+        """Redeem the code with MSAL, then validate the ID token ourselves (MSAL does not).
+
+        The redemption is retried on connection errors and 5xx until ``deadline``
+        (the flow's own expiry); ``invalid_grant`` after a lost answer ends it.
+        """
 
         def redeem() -> Any:
+            # A fresh MSAL object per try: MSAL remembers a 5xx answer for a while.
+            application = self._call(lambda: self._application(spec.app, tenant))
             try:
-                return application.acquire_token_by_auth_code_flow(dict(flow), dict(response))
+                result = self._call(
+                    lambda: application.acquire_token_by_auth_code_flow(dict(flow), dict(response))
+                )
             except RuntimeError:
                 # MSAL's own ID token checks (nonce first of all) refused it.
                 raise errors.IdTokenInvalid("MSAL refused the ID token") from None
+            if "error" in result or "id_token" not in result:
+                raise microsoft_error(result.get("error"), result.get("error_description"))
+            return result
 
-        result = self._call(redeem)
-        if "error" in result or "id_token" not in result:
-            raise microsoft_error(result.get("error"), result.get("error_description"))
+        result = self._retried(redeem, log, deadline=deadline)
         # MSAL sends sha256(nonce) to Microsoft and keeps the nonce in the flow.
         expected_nonce = hashlib.sha256(str(flow.get("nonce", "")).encode()).hexdigest()
         unverified = result.get("id_token_claims") or {}
@@ -273,6 +339,31 @@ class Microsoft:
         return SignIn(result=result, claims=claims)
 
     # -- plumbing --------------------------------------------------------------
+
+    def _retried(
+        self,
+        action: Callable[[], Any],
+        log: CallLog | None,
+        *,
+        deadline: datetime | None = None,
+    ) -> Any:
+        """Run ``action``, again after a pause while Microsoft fails transiently.
+
+        Stops after ``RETRY_DELAYS`` run out, or when the next try would start
+        after ``deadline``. Permanent answers (4xx, OAuth errors) are not retried.
+        """
+        for delay in (*RETRY_DELAYS, None):
+            if log is not None:
+                log.attempts += 1
+            try:
+                return action()
+            except errors.MicrosoftUnavailable:
+                if delay is None:
+                    raise
+                if deadline is not None and self._clock() + timedelta(seconds=delay) >= deadline:
+                    raise
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _application(self, app: str, tenant: str) -> msal.ConfidentialClientApplication:
         credential = self._credentials.app(app)

@@ -15,10 +15,10 @@ For each chosen package, through the same routed HTTP client as the login host:
 
 Graph's 429 ``Retry-After`` is honoured within ``CTT_GRAPH_RETRY_BUDGET_SECONDS``
 for the whole deployment (an injected sleep). Every app ends ``published``,
-``updated``, ``unchanged`` or ``failed`` (with Graph's error code); the
-enterprise's catalog state and the ``teamsApps.deployed`` event are written
-together, before the action item's outcome, so what Graph now holds is
-recorded even if the outcome itself cannot be.
+``updated``, ``unchanged`` or ``failed`` (with Graph's error code). The
+per-app results travel in the outcome; :mod:`broker.lifecycle` writes the
+enterprise's catalog state and the ``teamsApps.deployed`` event in the
+outcome's own transaction, so a deployment has exactly one event set.
 """
 
 from __future__ import annotations
@@ -33,13 +33,11 @@ from typing import Any, Literal
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from broker import errors
-from broker.db import action_items, enterprise_teams_apps
-from broker.events import emit_event, record_audit
+from broker.db import action_items
 from broker.id_tokens import GLOBAL_ADMIN_ROLE_ID, IdTokenClaims
-from broker.outcomes import FinishedItem, Outcome
+from broker.lifecycle import FinishedItem, Outcome
 from broker.runtime import Runtime
 from broker.teams_apps import PackageContent, load_contents
 from broker.teams_packages import version_key
@@ -301,7 +299,6 @@ def deploy_teams_apps(
         tenant_id=claims.tenant_id,
         payload={"teamsApps": {"apps": [d.as_dict() for d in deployments]}},
     )
-    _record_catalog_state(runtime, item, outcome, deployments)
     return outcome
 
 
@@ -314,59 +311,6 @@ def _chosen(runtime: Runtime, item: FinishedItem) -> tuple[str, ...]:
         ).scalar_one()
     chosen = json.loads(stored) if stored else []
     return tuple(str(package_id) for package_id in chosen)
-
-
-def _record_catalog_state(
-    runtime: Runtime, item: FinishedItem, outcome: Outcome, deployments: list[AppDeployment]
-) -> None:
-    """The enterprise's ``teamsApps`` and the ``teamsApps.deployed`` event, in one transaction."""
-    now = runtime.now()
-    with runtime.engine.begin() as connection:
-        for deployment in deployments:
-            if not deployment.manifest_id:
-                continue
-            values = {
-                "package_id": deployment.package_id,
-                "status": deployment.status,
-                "catalog_app_id": deployment.catalog_app_id,
-                "version": deployment.version,
-                "error_code": deployment.error_code,
-                "action_item_id": item.action_item_id,
-                "updated_at": now,
-            }
-            row = {
-                "enterprise_id": item.enterprise_id,
-                "manifest_id": deployment.manifest_id,
-                **values,
-            }
-            keys = [enterprise_teams_apps.c.enterprise_id, enterprise_teams_apps.c.manifest_id]
-            if connection.dialect.name == "postgresql":
-                pg = postgresql.insert(enterprise_teams_apps).values(**row)
-                connection.execute(pg.on_conflict_do_update(index_elements=keys, set_=values))
-            else:
-                lite = sqlite.insert(enterprise_teams_apps).values(**row)
-                connection.execute(lite.on_conflict_do_update(index_elements=keys, set_=values))
-        data = {
-            "actionItemId": item.action_item_id,
-            "actionType": item.action_type,
-            "enterpriseId": item.enterprise_id,
-            "status": outcome.status,
-            "errorCode": outcome.error_code,
-            "tenantId": outcome.tenant_id,
-            "state": item.provider_state,
-            **outcome.payload,
-        }
-        emit_event(connection, runtime, item.provider_id, "teamsApps.deployed", data)
-        record_audit(
-            connection,
-            runtime,
-            item.provider_id,
-            "admin",
-            "teamsApps.deployed",
-            enterprise_id=item.enterprise_id,
-            action_item_id=item.action_item_id,
-            details={d.manifest_id or (d.package_id or ""): d.status for d in deployments},
-        )
 
 
 def _retry_after(value: str | None, now: datetime) -> float:

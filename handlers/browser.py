@@ -52,9 +52,12 @@ async def complete_callback() -> Reply:
 
 
 def _complete_callback() -> Reply:
-    params = {key: value for key, value in request.query_params.items()}
-    done = flows.complete(current_runtime(), params, dict(request.cookies))
-    expire = f"{done.cookie_name}=; Max-Age=0; Path={done.cookie_path}; HttpOnly; SameSite=Lax"
+    pairs = request.query_params.multi_items()
+    done = flows.complete(current_runtime(), pairs, dict(request.cookies))
+    secure = "; Secure" if done.cookie_secure else ""
+    expire = (
+        f"{done.cookie_name}=; Max-Age=0; Path={done.cookie_path}; HttpOnly; SameSite=Lax{secure}"
+    )
     if done.delivery.mode == "form_post":
         body, headers = pages.form_post_page(done.delivery.location, done.delivery.form_fields)
         return body, 200, {**headers, "Set-Cookie": expire}
@@ -69,11 +72,13 @@ async def resume_form_post(body: dict[str, Any]) -> Reply:
     """``resumeFormPost``: a form_post is a cross-site POST without our Lax cookie.
 
     Answer with a 303 to our own GET step, where the browser sends the cookie.
+    Every field goes on: the GET step judges them. (Connexion has already read
+    the form: a repeated field arrives joined with commas, so it fails there.)
     """
     return await on_microsoft_threads(_resume_form_post, body)
 
 
 def _resume_form_post(body: dict[str, Any]) -> Reply:
-    fields = {k: str(v) for k, v in (body or {}).items() if isinstance(v, str | int)}
+    pairs = [(k, str(v)) for k, v in (body or {}).items() if isinstance(v, str | int)]
     path = flows.callback_path(current_runtime())
-    return "", 303, pages.redirect_headers(f"{path}?{urlencode(fields)}")
+    return "", 303, pages.redirect_headers(f"{path}?{urlencode(pairs)}")

@@ -611,6 +611,7 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
             sections += _error_section(
                 "Status mismatch", "The redirect's status differs from the redeemed result."
             )
+        sections += _binding_check(result, params.get("state"), config.callback_url)
         sections += _outcome_section(result, "resultCode redeemed by the portal's backend")
         return await _result_page(portal, sections, result)
 
@@ -626,6 +627,7 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
             )
             return await _result_page(portal, sections, None, 400)
         sections = _state_check(issued, str(result.get("actionType")))
+        sections += _binding_check(result, form.get("state"), config.callback_url)
         sections += _outcome_section(result, "form_post result JWT (ES256, broker JWKS)")
         return await _result_page(portal, sections, result)
 
@@ -726,6 +728,35 @@ def _state_check(issued: IssuedState | None, action_type: str | None) -> str:
             f"{_code(action_type)}.</p></section>"
         )
     return ""
+
+
+def _binding_check(result: dict[str, Any], returned_state: str | None, callback_url: str) -> str:
+    """The result's own ``state`` and ``callbackUrl`` against this session's.
+
+    A customer can replay their own return URL with another customer's result:
+    the state on the URL is theirs, the result is not. The broker puts the state
+    and callback it was given into the result so that the portal can tell.
+    """
+    state_ok = returned_state is not None and secrets.compare_digest(
+        str(result.get("state") or ""), returned_state
+    )
+    callback_ok = result.get("callbackUrl") == callback_url
+    rows = [
+        ("Result state", _code(result.get("state"))),
+        ("This session's state", _code(returned_state)),
+        ("State matches", "yes" if state_ok else "<strong>NO</strong>"),
+        ("Result callback URL", _code(result.get("callbackUrl"))),
+        ("Callback URL matches", "yes" if callback_ok else "<strong>NO</strong>"),
+    ]
+    table = _table(rows)
+    if state_ok and callback_ok:
+        return f'<section class="binding"><h2>Result bound to this session</h2>{table}</section>'
+    return (
+        '<section class="error"><h2>Result belongs to another session</h2><p>The result\'s '
+        "<code>state</code> or <code>callbackUrl</code> differs from what this browser's "
+        "session sent: a real portal must refuse it (a replayed or swapped result).</p>"
+        f"{table}</section>"
+    )
 
 
 async def _result_page(

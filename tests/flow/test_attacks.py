@@ -166,9 +166,9 @@ def test_html_and_crlf_in_error_description_are_neither_echoed_nor_injected(worl
     del second["code"]
     second["error"] = "access_denied\r\nSet-Cookie: pwned=1"
     answer = world.callback(second)
-    # Microsoft never sends control characters in `error`: the spec refuses them outright.
-    assert answer.status_code == 400
-    assert "location" not in answer.headers
+    # Microsoft never sends control characters in `error`: recorded as a malformed return.
+    assert returned(answer)["errorCode"] == "MICROSOFT_RESPONSE_INVALID"
+    assert "pwned" not in answer.headers["location"]
     assert "pwned" not in answer.headers.get("set-cookie", "")
     assert "pwned" not in answer.text
 
@@ -258,7 +258,7 @@ def test_sign_in_answer_without_code_or_error_still_reaches_the_provider(world: 
     params, _ = started(world)
     del params["code"]
     query = returned(world.callback(params))
-    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_ERROR")
+    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_RESPONSE_INVALID")
 
 
 def test_revoke_racing_the_admins_return_shows_revoked(world: World) -> None:

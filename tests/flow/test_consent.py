@@ -169,7 +169,9 @@ class GrantWithoutRoles:
     def __getattr__(self, name: str) -> object:
         return getattr(self._real, name)
 
-    def confirm_consent(self, spec: object, tenant: str, attempts: int | None = None) -> object:
+    def confirm_consent(
+        self, spec: object, tenant: str, attempts: int | None = None, log: object = None
+    ) -> object:
         from broker.microsoft import ConsentCheck
 
         return ConsentCheck(visible=True, tenant_id=self._tenant, roles=("User.Read",))

@@ -35,8 +35,39 @@ def test_form_post_delivers_a_result_jwt_signed_with_the_published_key(world: Wo
     assert claims["result"]["status"] == "completed"
     assert claims["result"]["tenantId"] == CONTOSO_TENANT_ID
     assert claims["result"]["authenticationResult"]["accessToken"]
+    # The provider binds the posted result to its session with these two.
+    assert (claims["result"]["state"], claims["result"]["callbackUrl"]) == (
+        "portal-state-42",
+        CALLBACK,
+    )
 
 
 def test_jwks_publishes_only_public_material(world: World) -> None:
     key = world.broker.get("/.well-known/jwks.json").json()["keys"][0]
     assert set(key) == {"kty", "crv", "use", "alg", "kid", "x", "y"}
+
+
+def test_result_replayed_into_another_customers_session_is_detectable(world: World) -> None:
+    """Customer B pastes customer A's resultCode into B's return URL (B's own state).
+
+    The redeemed result names A's state and callback: the provider, comparing them with
+    B's session, refuses it. Before, the result carried neither and the redeem succeeded.
+    """
+    first = world.run("REGISTRATION", CONTOSO_ADMIN, state="customer-a", reregister=True)
+    code_of_a = first.headers["location"].split("resultCode=", 1)[1]
+    second = world.run(
+        "REGISTRATION",
+        CONTOSO_ADMIN,
+        state="customer-b",
+        reregister=True,
+        callbackUrl=CALLBACK + "?customer=b",
+    )
+    assert "state=customer-b" in second.headers["location"]
+    redeemed = world.redeem(code_of_a).json()
+    assert redeemed["state"] == "customer-a" != "customer-b"
+    assert redeemed["callbackUrl"] == CALLBACK
+    events = world.broker.get("/events", headers=world.headers).json()["items"]
+    assert {e["data"]["state"] for e in events if e["type"] == "actionItem.completed"} == {
+        "customer-a",
+        "customer-b",
+    }

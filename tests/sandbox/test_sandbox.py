@@ -134,6 +134,7 @@ def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox)
         registered, registration_hops = run_action(sandbox, browser, "REGISTRATION")
         assert "Warning" not in registered.text
         assert "REGISTRATION: completed" in registered.text
+        assert "Result bound to this session" in registered.text
         assert "admin@contoso.onmicrosoft.com" in registered.text
         assert ">registered<" in registered.text
 
@@ -151,6 +152,7 @@ def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox)
         )
         assert "LOGIN_ENTERPRISE_ADMIN: completed" in signed_in.text
         assert "form_post result JWT" in signed_in.text
+        assert "Result bound to this session" in signed_in.text
 
     # The worker delivers each outcome as a signed webhook; the portal verifies and lists it.
     deadline = time.monotonic() + 20
@@ -169,6 +171,20 @@ def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox)
     hosts = {urlsplit(u).netloc for u in (sandbox.portal, sandbox.broker, sandbox.emulator)}
     for hops in (registration_hops, consent_hops, form_post_hops):
         assert {host for _, host in hops if host} <= hosts
+
+
+def test_result_swapped_into_another_session_is_flagged_by_the_portal() -> None:
+    """A customer replays their return URL with another session's result: the portal refuses it."""
+    from sandbox.portal import _binding_check
+
+    mine = "https://portal.test/callback"
+    other = {"state": "victim-state", "callbackUrl": mine}
+    assert "Result belongs to another session" in _binding_check(other, "my-state", mine)
+    moved = {"state": "my-state", "callbackUrl": "https://portal.test/elsewhere"}
+    assert "Result belongs to another session" in _binding_check(moved, "my-state", mine)
+    assert "Result bound to this session" in _binding_check(
+        {"state": "my-state", "callbackUrl": mine}, "my-state", mine
+    )
 
 
 def test_portal_never_logs_secrets_and_warns_on_an_unknown_state(sandbox: Sandbox) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from broker import errors
 from broker.callbacks import (
     MAX_URL_LENGTH,
+    RESERVED_PARAMETERS,
     check_callback_url,
     normalize_allowed_callback,
     parse_callback_url,
@@ -102,6 +103,41 @@ def test_provider_query_is_kept() -> None:
 )
 def test_hostile_callback_is_refused_with_its_code(url: str, code: str) -> None:
     assert refused(url) == code
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["State=x&Status=completed", "STATE=x", "resultcode=ctt_rc_x", "ErrorCode=NONE", "sTaTuS=ok"],
+)
+def test_reserved_parameter_in_another_case_is_refused(query: str) -> None:
+    """A provider URL with ``?State=x``: a case-folding framework reads our ``state`` as theirs."""
+    assert refused(f"{ALLOWED[0]}?{query}") == "CALLBACK_URL_RESERVED_PARAMETER"
+
+
+@pytest.mark.parametrize("query", ["x=1;state=evil", "a=b;Status=completed&c=d", "x;resultCode"])
+def test_reserved_parameter_smuggled_after_a_semicolon_is_refused(query: str) -> None:
+    """``?x=1;state=evil``: a server that splits on ``;`` would read the attacker's state."""
+    assert refused(f"{ALLOWED[0]}?{query}") == "CALLBACK_URL_RESERVED_PARAMETER"
+
+
+def test_reserved_parameter_name_percent_encoded_is_refused() -> None:
+    """``?%73tate=x`` decodes to ``state`` on the provider's side: refused like the plain name."""
+    assert refused(f"{ALLOWED[0]}?%73tate=x") == "CALLBACK_URL_RESERVED_PARAMETER"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(sorted(RESERVED_PARAMETERS)).flatmap(
+        lambda n: st.tuples(*(st.sampled_from([c.lower(), c.upper()]) for c in n)).map("".join)
+    ),
+    before=st.sampled_from(["", "a=1&", "a=1;", "a;"]),
+    after=st.sampled_from(["", "&b=2", ";b=2"]),
+)
+def test_no_spelling_or_separator_lets_a_reserved_name_through(
+    name: str, before: str, after: str
+) -> None:
+    """Every case mix of every reserved name, after either separator, is refused."""
+    assert refused(f"{ALLOWED[0]}?{before}{name}=v{after}") == "CALLBACK_URL_RESERVED_PARAMETER"
 
 
 def test_plain_http_on_loopback_is_only_for_development_providers() -> None:
