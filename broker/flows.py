@@ -165,14 +165,20 @@ def launch(runtime: Runtime, handle: str) -> Launch:
 
 
 def complete(
-    runtime: Runtime, pairs: Iterable[tuple[str, str]], cookies: Mapping[str, str]
+    runtime: Runtime,
+    pairs: Iterable[tuple[str, str]],
+    cookies: Mapping[str, str],
+    *,
+    overflow: str | None = None,
 ) -> Completion:
     """Check Microsoft's answer and record the outcome; see the module docstring.
 
-    ``pairs`` is the query as sent, repeated names included.
+    ``pairs`` is the query as sent, repeated names included. ``overflow`` says why
+    the edge cut the return down to its state (too long, too many fields): once
+    the state checks out, that is recorded as a malformed return.
     """
     settings = runtime.settings
-    response = read_return(pairs)
+    response = read_return(pairs, overflow=overflow)
     flow_state = verify_state(
         response.state,
         runtime.keys.state_keyring,

@@ -52,8 +52,13 @@ class MicrosoftReturn:
         return f"MicrosoftReturn(fields={sorted(self.params)!r}, problem={self.problem!r})"
 
 
-def read_return(pairs: Iterable[tuple[str, str]]) -> MicrosoftReturn:
-    """Split Microsoft's return into its state and fields; see the module docstring."""
+def read_return(
+    pairs: Iterable[tuple[str, str]], *, overflow: str | None = None
+) -> MicrosoftReturn:
+    """Split Microsoft's return into its state and fields; see the module docstring.
+
+    ``overflow`` is why the return was cut down to its state before it got here.
+    """
     items = list(pairs)
     states = [value for name, value in items if name == "state"]
     if not states or not states[0]:
@@ -64,7 +69,7 @@ def read_return(pairs: Iterable[tuple[str, str]]) -> MicrosoftReturn:
     if len(state) > MAX_STATE or not _PRINTABLE.match(state):
         raise errors.StateInvalid("the state is not a token this broker issued")
     params: dict[str, str] = {"state": state}
-    problem = _problem(items, params)
+    problem = overflow or _problem(items, params)
     return MicrosoftReturn(state=state, params=params, problem=problem)
 
 

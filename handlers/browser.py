@@ -12,7 +12,7 @@ from connexion import context, request
 
 from broker import flows
 from handlers import pages
-from handlers.context import MICROSOFT_LIMITER_KEY, current_runtime
+from handlers.context import MICROSOFT_LIMITER_KEY, OVERFLOW_KEY, current_runtime
 
 Reply = tuple[str, int, dict[str, str]]
 
@@ -53,7 +53,8 @@ async def complete_callback() -> Reply:
 
 def _complete_callback() -> Reply:
     pairs = request.query_params.multi_items()
-    done = flows.complete(current_runtime(), pairs, dict(request.cookies))
+    overflow = request.scope.get(OVERFLOW_KEY)
+    done = flows.complete(current_runtime(), pairs, dict(request.cookies), overflow=overflow)
     secure = "; Secure" if done.cookie_secure else ""
     expire = (
         f"{done.cookie_name}=; Max-Age=0; Path={done.cookie_path}; HttpOnly; SameSite=Lax{secure}"

@@ -15,6 +15,8 @@ from connexion import context
 from broker.runtime import Runtime
 
 SCOPE_KEY = "ctt.runtime"
+# Why Microsoft's return was cut down to its state before parsing (over the head limits).
+OVERFLOW_KEY = "ctt.microsoft_overflow"
 
 
 def runtime_from_scope(scope: MutableMapping[str, Any]) -> Runtime:

@@ -30,7 +30,13 @@ from broker import errors
 from broker.ratelimits import Network, RateLimits, Verdict, client_ip
 from broker.runtime import Runtime
 from handlers import pages
-from handlers.context import CLIENT_IP_KEY, LIMITS_KEY, MICROSOFT_LIMITER_KEY, SCOPE_KEY
+from handlers.context import (
+    CLIENT_IP_KEY,
+    LIMITS_KEY,
+    MICROSOFT_LIMITER_KEY,
+    OVERFLOW_KEY,
+    SCOPE_KEY,
+)
 from handlers.problems import BROWSER_PATHS, respond
 
 CALLBACK_PATH = "/oauth/callback"
@@ -84,6 +90,12 @@ def parameter_count(query: bytes) -> int:
     if not query:
         return 0
     return query.count(b"&") + query.count(b";") + 1
+
+
+def state_only(query: bytes) -> bytes:
+    """The ``state`` pairs of a query, found by one linear scan (no parser runs on it)."""
+    pairs = query.replace(b";", b"&").split(b"&")
+    return b"&".join(pair for pair in pairs if pair.startswith(b"state="))
 
 
 def head_problem(
@@ -143,7 +155,15 @@ class RequestGuard:
             return
         path: str = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        problem = head_problem(path, scope.get("query_string", b""), headers)
+        query: bytes = scope.get("query_string", b"")
+        problem = head_problem(path, query, headers)
+        if path == CALLBACK_PATH and isinstance(
+            problem, errors.UriTooLong | errors.TooManyParameters
+        ):
+            # Microsoft's return must still end in an outcome (the item must not stay
+            # open): keep only the state and let the flow record the rest as malformed.
+            scope = {**scope, "query_string": state_only(query), OVERFLOW_KEY: problem.detail}
+            problem = head_problem(path, scope["query_string"], headers)
         if problem is not None:
             await send_problem(send, path, problem)
             return
@@ -282,6 +302,11 @@ class BodyGuardMiddleware:
         content_type = headers.get("content-type", b"").decode("latin-1").lower()
         media_type = content_type.split(";", 1)[0].strip()
         limit = limits_for(scope["path"]).max_parameters
+        is_form = media_type == FORM_MEDIA_TYPE
+        if is_form and scope["path"] == CALLBACK_PATH and parameter_count(body) > limit:
+            # A form_post return too must end in an outcome: only its state goes
+            # on, and the GET step records a return without code or error.
+            body = state_only(body)
         if media_type == FORM_MEDIA_TYPE and parameter_count(body) > limit:
             # Form fields cost what query parameters cost: count them before parsing.
             too_many = errors.TooManyParameters(f"the form carries more than {limit} fields")

@@ -171,3 +171,35 @@ def test_any_return_with_one_state_is_read_without_raising(junk: list[tuple[str,
             limit, allowed = FIELDS.get(name, (2048, re.compile(r"^[\x20-\x7e]*$")))
             assert len(value) <= limit and allowed.match(value), (name, value)
         assert read.params == {"state": "s.t.ate", **{k: v for k, v in junk if k in FIELDS}}
+
+
+@FLOW_EXAMPLES
+@given(
+    flood=st.sampled_from(["fields", "bytes"]),
+    count=st.integers(60, 3000),
+)
+def test_return_over_the_edge_limits_still_ends_the_item_failed(
+    world: World, flood: str, count: int
+) -> None:
+    """A return too big for the edge (fields or bytes) is cut to its state, then recorded."""
+    pairs = sign_in_return(world)
+    if flood == "fields":
+        pairs += [(f"x{i}", "1") for i in range(count)]
+    else:
+        pairs += [("error_description", "A" * (24 * 1024 + count))]  # past the 24 KiB query
+    assert_failed_as_malformed(world, send(world, pairs))
+
+
+def test_form_post_return_over_the_edge_limits_still_ends_the_item_failed(world: World) -> None:
+    """A form_post return with thousands of fields is cut to its state, then recorded."""
+    pairs = sign_in_return(world) + [(f"x{i}", "1") for i in range(5000)]
+    posted = world.broker.post(
+        "/oauth/callback",
+        content=urlencode(pairs),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert posted.status_code == 303
+    assert_failed_as_malformed(
+        world, world.broker.get(posted.headers["location"], follow_redirects=False)
+    )
