@@ -18,12 +18,13 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import jwt
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from broker import errors, lifecycle
 from broker.db import results
 from broker.flow_store import Claim, consume_flow, purge_flows, read_consumed
+from broker.health import database_unreachable
 from broker.lifecycle import FinishedItem, Outcome
 from broker.runtime import Runtime
 from broker.tokens import digest, random_token
@@ -66,8 +67,9 @@ def record_outcome(
     over, and :class:`errors.LinkRevoked` or :class:`errors.LinkUsed` (with the
     flow consumed) when the item ended some other way meanwhile.
     """
+    code = RESULT_CODE_PREFIX + random_token(runtime.random_bytes)
     try:
-        return _store(runtime, claim, item, outcome)
+        return _store_patiently(runtime, claim, item, outcome, code)
     except IntegrityError:
         if not outcome.register_tenant:
             raise
@@ -77,7 +79,39 @@ def record_outcome(
     except errors.EnterpriseAlreadyRegistered as exc:
         error = exc
     failed = replace(outcome, status="failed", error=error, register_tenant=False, payload={})
-    return _store(runtime, claim, item, failed)
+    return _store_patiently(runtime, claim, item, failed, code)
+
+
+def write_delays(patience_seconds: float) -> list[float]:
+    """The pauses between tries of an outcome write: doubling to 2 s, adding up to ``patience``."""
+    delays: list[float] = []
+    delay = 0.25
+    while sum(delays) + delay <= patience_seconds:
+        delays.append(delay)
+        delay = min(delay * 2, 2.0)
+    return delays
+
+
+def _store_patiently(
+    runtime: Runtime, claim: Claim, item: FinishedItem, outcome: Outcome, code: str
+) -> Recorded:
+    """Store the outcome, retrying while the database is unreachable.
+
+    The outcome is known (Microsoft has answered, a code may be redeemed): a
+    database that comes back within ``CTT_OUTCOME_WRITE_PATIENCE_SECONDS`` must
+    not cost the admin the result. A commit whose answer was lost may have gone
+    through: the retry then finds the flow spent with this very result code, and
+    reports that stored outcome instead of a replay.
+    """
+    delays = write_delays(runtime.settings.outcome_write_patience_seconds)
+    for attempt in range(len(delays) + 1):
+        try:
+            return _store(runtime, claim, item, outcome, code, retried=attempt > 0)
+        except SQLAlchemyError as exc:
+            if attempt == len(delays) or not database_unreachable(exc):
+                raise
+            runtime.ms.sleep(delays[attempt])
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 def delivery_for(runtime: Runtime, item: FinishedItem, recorded: Recorded) -> Delivery:
@@ -145,12 +179,24 @@ def purge_expired(runtime: Runtime) -> int:
     return int(blanked.rowcount) + dropped
 
 
-def _store(runtime: Runtime, claim: Claim, item: FinishedItem, outcome: Outcome) -> Recorded:
+def _store(
+    runtime: Runtime,
+    claim: Claim,
+    item: FinishedItem,
+    outcome: Outcome,
+    code: str,
+    *,
+    retried: bool = False,
+) -> Recorded:
     now = runtime.now()
-    code = RESULT_CODE_PREFIX + random_token(runtime.random_bytes)
     ended: errors.BrokerError | None = None
     with runtime.engine.begin() as connection:
         if not consume_flow(connection, claim, now):
+            if retried and _stored_with(connection, code):
+                # The earlier try's commit went through; only its answer was lost.
+                return Recorded(
+                    outcome=outcome, code=code, document=lifecycle.result_document(item, outcome)
+                )
             if read_consumed(connection, claim.jti):
                 raise errors.StateReplayed("this sign-in was already completed")
             raise errors.FlowInProgress("this sign-in is being completed: reload in a moment")
@@ -175,6 +221,13 @@ def _store(runtime: Runtime, claim: Claim, item: FinishedItem, outcome: Outcome)
     if ended is not None:
         raise ended
     return Recorded(outcome=outcome, code=code, document=document)
+
+
+def _stored_with(connection: Connection, code: str) -> bool:
+    found = connection.execute(
+        select(results.c.code_hash).where(results.c.code_hash == digest(code))
+    ).first()
+    return found is not None
 
 
 def _result_jwt(runtime: Runtime, item: FinishedItem, recorded: Recorded) -> str:

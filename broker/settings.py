@@ -60,6 +60,7 @@ class Settings:
     # Webhooks, events and retention (issue 8 items 3-4, issue 9 item 5).
     event_keys: str = field(default="", repr=False)
     webhook_attempt_seconds: float = 10.0
+    outcome_write_patience_seconds: float = 20.0
     webhook_concurrency: int = 8
     retention_events_days: int = 30
     retention_audit_days: int = 365
@@ -184,6 +185,11 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(generated in DATA_DIR)",
         "Keys sealing tokens in events until delivery (AES-256-GCM), `kid:base64url-secret,...` "
         "(first seals, all open; 32+ bytes each). Required in production.",
+    ),
+    "OUTCOME_WRITE_PATIENCE_SECONDS": (
+        "20",
+        "How long a callback keeps retrying to store its outcome while the database is "
+        "unreachable, before the admin is asked to reload (0-50).",
     ),
     "WEBHOOK_ATTEMPT_SECONDS": (
         "10",
@@ -329,6 +335,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     flow_ttl = parse("FLOW_TTL_SECONDS", _int_between(60, 3600), 600)
     result_ttl = parse("RESULT_CODE_TTL_SECONDS", _int_between(30, 3600), 300)
     attempt_seconds = parse("WEBHOOK_ATTEMPT_SECONDS", _float_between(1, 60), 10.0)
+    # Below the flow claim's lease (60 s), so a patient writer never outlives its claim.
+    patience = parse("OUTCOME_WRITE_PATIENCE_SECONDS", _float_between(0, 50), 20.0)
     concurrency = parse("WEBHOOK_CONCURRENCY", _int_between(1, 64), 8)
     retention = {
         name: parse(f"RETENTION_{name.upper()}_DAYS", _int_between(1, 3650), fallback)
@@ -378,6 +386,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         result_code_ttl_seconds=result_ttl,
         event_keys=secrets_given["EVENT_KEYS"],
         webhook_attempt_seconds=attempt_seconds,
+        outcome_write_patience_seconds=patience,
         webhook_concurrency=concurrency,
         retention_events_days=retention["events"],
         retention_audit_days=retention["audit"],

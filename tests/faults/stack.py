@@ -170,6 +170,11 @@ def stack_env(
         "CTT_MICROSOFT_TIMEOUT_SECONDS": str(MICROSOFT_TIMEOUT_SECONDS),
         "CTT_CONSENT_CONFIRM_ATTEMPTS": "1",
         "CTT_CONSENT_CONFIRM_INTERVAL_SECONDS": "0",
+        # Every test client is 127.0.0.1: the abuse limits stay on, sized for the load here.
+        "CTT_RATE_LIMIT_ADMIN": "100000/minute",
+        "CTT_RATE_LIMIT_LINK": "100000/minute",
+        "CTT_RATE_LIMIT_AUTH_FAILURES": "100000/minute",
+        "CTT_RATE_LIMIT_API": "100000/minute",
     }
 
 

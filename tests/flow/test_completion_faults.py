@@ -26,6 +26,7 @@ from broker.db import action_items, audit_log, events, make_engine
 from broker.db import flows as flows_table
 from broker.flow_store import CLAIM_LEASE
 from broker.lifecycle import FINISHED_ITEM_STATES, fail_abandoned_flows
+from broker.outcomes import write_delays
 from broker.runtime import Runtime
 from tests.conftest import Database
 from tests.flow.conftest import CONTOSO_ADMIN, World
@@ -50,6 +51,12 @@ class FailingDatabase:
         if self.steps == self.fail_at:
             self.failed = True
             raise OperationalError("injected", None, ConnectionError("the database went away"))
+
+
+def down_for_good(runtime: Runtime, engine: Engine) -> Runtime:
+    """``runtime`` on ``engine``, giving up at the first failed write: the database stays down."""
+    patient = replace(runtime.settings, outcome_write_patience_seconds=0)
+    return replace(runtime, engine=engine, settings=patient)
 
 
 @pytest.fixture
@@ -117,7 +124,7 @@ def complete_with_fault(
     pairs, cookies = at_callback(world, action_type)
     failing.arm(fail_at)
     try:
-        flows.complete(replace(world.runtime, engine=failing.engine), pairs, cookies)
+        flows.complete(down_for_good(world.runtime, failing.engine), pairs, cookies)
     except OperationalError:
         assert failing.failed
     failed = failing.failed
@@ -160,7 +167,7 @@ def test_database_failing_after_microsoft_redeemed_the_code_reports_invalid_gran
     """
     pairs, cookies = at_callback(world, "REGISTRATION")
     failing.arm(None)
-    faulty = replace(world.runtime, engine=failing.engine)
+    faulty = down_for_good(world.runtime, failing.engine)
     event.listen(failing.engine, "commit", _fail_the_outcome_commit(failing))
     with pytest.raises(OperationalError):
         flows.complete(faulty, pairs, cookies)
@@ -170,6 +177,30 @@ def test_database_failing_after_microsoft_redeemed_the_code_reports_invalid_gran
     done = flows.complete(world.runtime, pairs, cookies)
     assert (done.outcome.status, done.outcome.error_code) == ("failed", "INVALID_GRANT")
     assert_one_outcome_per_flow(world.runtime)
+
+
+def test_database_back_within_the_patience_gets_the_admin_the_outcome_at_once(
+    world: World, failing: FailingDatabase
+) -> None:
+    """The outcome's commit fails once (PostgreSQL restarting): the broker tries again and the
+    admin goes back to the provider with the outcome in the same request, no reload needed."""
+    pairs, cookies = at_callback(world, "REGISTRATION")
+    failing.arm(None)
+    event.listen(failing.engine, "commit", _fail_the_outcome_commit(failing))
+    done = flows.complete(replace(world.runtime, engine=failing.engine), pairs, cookies)
+    assert done.outcome.status == "completed"
+    with pytest.raises(errors.StateReplayed):
+        flows.complete(world.runtime, pairs, cookies)
+    assert_one_outcome_per_flow(world.runtime)
+
+
+def test_outcome_write_pauses_add_up_to_the_patience() -> None:
+    """The broker's retries of an outcome write are bounded by the setting, never endless."""
+    assert write_delays(0) == []
+    for patience in (0.3, 1, 7.5, 20, 50):
+        delays = write_delays(patience)
+        assert sum(delays) <= patience
+        assert max(delays) <= 2.0
 
 
 def _fail_the_outcome_commit(failing: FailingDatabase) -> Any:
