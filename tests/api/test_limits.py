@@ -7,6 +7,7 @@ every request within the limits costs a bounded amount of server CPU.
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from typing import Any
@@ -87,10 +88,23 @@ def _base36(number: int) -> str:
             return text
 
 
-def cpu_seconds(call: Any) -> tuple[float, Any]:
-    start = time.process_time()
-    result = call()
-    return time.process_time() - start, result
+def cpu_seconds(call: Any, tries: int = 3) -> tuple[float, Any]:
+    """The least process CPU time of ``tries`` calls, with the garbage collector paused.
+
+    Process CPU time counts every thread, so a collection or another test's
+    leftover thread can land in one try; the cheapest try is the request's cost.
+    """
+    best, result = float("inf"), None
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(tries):
+            start = time.process_time()
+            result = call()
+            best = min(best, time.process_time() - start)
+    finally:
+        gc.enable()
+    return best, result
 
 
 def test_twelve_thousand_query_parameters_are_refused_before_parsing(client: Any) -> None:
