@@ -7,8 +7,10 @@ claim: RS256 only, a key from the tenant's JWKS (refetched once on an unknown ``
 injected clock, the nonce, and a work-or-school ``tid``.
 
 Every refusal raises :class:`broker.errors.IdTokenInvalid` whose ``detail`` names the
-failed check and whose ``extra["check"]`` is a stable short name for logs and tests. The
-token itself and the claim values are never put in an error.
+failed check and whose ``extra["check"]`` is a stable short name for logs and tests, except
+when Microsoft's keys cannot be fetched: that is :class:`broker.errors.MicrosoftUnavailable`
+(``check="jwks_unavailable"``), an outage the admin may retry, not a bad token. The token
+itself and the claim values are never put in an error.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from jwt.algorithms import RSAAlgorithm
 from jwt.api_jws import PyJWS
 
-from broker.errors import IdTokenInvalid
+from broker.errors import IdTokenInvalid, MicrosoftUnavailable
 
 GLOBAL_ADMIN_ROLE_ID = "62e90394-69f5-4237-9190-012177145e10"
 """Directory role template id of Global Administrator, as it appears in ``wids``."""
@@ -76,10 +78,9 @@ def _refuse(check: str, detail: str) -> IdTokenInvalid:
     return IdTokenInvalid(detail, check=check)
 
 
-def _unavailable(detail: str) -> IdTokenInvalid:
-    # Microsoft being unreachable is not the token's fault; kept in one place so that a
-    # dedicated "Microsoft unavailable" error class can replace IdTokenInvalid here alone.
-    return IdTokenInvalid(detail, check="jwks_unavailable")
+def _unavailable(detail: str) -> MicrosoftUnavailable:
+    # Microsoft being unreachable is not the token's fault: the admin may try again later.
+    return MicrosoftUnavailable(detail, check="jwks_unavailable")
 
 
 @dataclass
@@ -122,8 +123,9 @@ class JwksCache:
     def key_for(self, jwks_uri: str, kid: str) -> RSAPublicKey:
         """The RSA public key with ``kid`` published at ``jwks_uri``.
 
-        Raises IdTokenInvalid: ``check="unknown_kid"`` when no such key is published (after
-        at most one refetch), ``check="jwks_unavailable"`` when the JWKS cannot be fetched.
+        Raises IdTokenInvalid (``check="unknown_kid"``) when no such key is published (after
+        at most one refetch), MicrosoftUnavailable (``check="jwks_unavailable"``) when the
+        JWKS cannot be fetched.
         """
         with self._lock:
             now = self._clock()
@@ -232,7 +234,8 @@ def validate_id_token(
     own tenant, so the caller compares ``claims.tenant_id`` with the enterprise's tenant and
     reports a mismatch with its own error.
 
-    Raises IdTokenInvalid: on any failed check, ``extra["check"]`` naming it.
+    Raises IdTokenInvalid: on any failed check, ``extra["check"]`` naming it;
+    MicrosoftUnavailable when the signing keys cannot be fetched.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")

@@ -8,12 +8,20 @@ of ``action_items.status``; each transition is a conditional update, so racing
 instances agree on one winner, and each runs in its caller's transaction
 together with the consent or registration change it implies, the provider's
 events and the audit line. The event payload is built here, once.
+
+A request that does not succeed never undoes what an earlier one achieved
+(see :func:`as_it_stands`): a declined, failed or unconfirmed repeat of a
+granted consent leaves it ``granted``, and a failed re-registration or login
+leaves the enterprise's tenant as it was. The action item ends ``failed`` (or
+``pending``) with its code; the result and its events report the consent and
+tenant as they now stand; and no ``consent.failed`` or ``consent.pending``
+event goes out for a consent that stays granted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -275,6 +283,7 @@ def record_finished(
         if status == "revoked":  # the provider revoked it while the admin was away
             raise errors.LinkRevoked("the provider withdrew this link")
         raise errors.LinkUsed("this link was already used")
+    outcome = as_it_stands(connection, item, outcome)
     if outcome.register_tenant and outcome.tenant_id:
         _bind_tenant(connection, item, outcome.tenant_id, now)
     if outcome.consent_type and outcome.consent_status:
@@ -299,6 +308,18 @@ def settle_pending(
     )
     if moved.rowcount != 1:
         return False
+    outcome = as_it_stands(connection, item, outcome)
+    if outcome.consent_status is None:  # a granted consent stays granted: nothing to write
+        _announce(
+            connection,
+            runtime,
+            item,
+            outcome,
+            result_document(item, outcome),
+            actor="system",
+            confirmed_in_background=True,
+        )
+        return True
     values: dict[str, object] = {
         "status": outcome.consent_status,
         "error_code": outcome.error_code,
@@ -370,6 +391,39 @@ def fail_abandoned_flows(runtime: Runtime, *, limit: int = 100) -> int:
             )
             ended += 1
     return ended
+
+
+def as_it_stands(connection: Connection, item: FinishedItem, outcome: Outcome) -> Outcome:
+    """``outcome`` as it applies to what the enterprise already has.
+
+    Only a success changes the enterprise. A request that fails (or is still
+    unconfirmed) reports the tenant the enterprise is bound to now (None before
+    its first registration), never the one that was tried. When the consent it
+    asked for is already granted, the consent stays granted: the result says so
+    (``consent.status`` is ``granted``, with the roles confirmed when it was
+    granted) and the outcome carries no consent change, so no ``consent.*``
+    event is emitted; the action item alone reports the failure and its code.
+    """
+    if outcome.status == "completed":
+        return outcome
+    bound = connection.execute(
+        select(enterprises.c.tenant_id).where(enterprises.c.id == item.enterprise_id)
+    ).scalar_one()
+    outcome = replace(outcome, tenant_id=bound, register_tenant=False)
+    if not outcome.consent_type or outcome.consent_status in (None, "granted"):
+        return outcome
+    stored = connection.execute(
+        select(enterprise_consents.c.status).where(
+            enterprise_consents.c.enterprise_id == item.enterprise_id,
+            enterprise_consents.c.consent_type == outcome.consent_type,
+        )
+    ).scalar_one_or_none()
+    if stored != "granted":
+        return outcome
+    requested = outcome.payload.get("consent") or {}
+    required = tuple(requested.get("requiredRoles", ()))
+    kept = consent_payload(outcome.consent_type, required, "granted", required)
+    return replace(outcome, consent_status=None, payload={**outcome.payload, **kept})
 
 
 def load_finished_item(connection: Connection, action_item_id: str) -> FinishedItem:
@@ -510,15 +564,7 @@ def _set_consent(
     }
     if outcome.consent_status == "granted":
         values["granted_at"] = now
-    existing = connection.execute(
-        select(enterprise_consents.c.status).where(
-            enterprise_consents.c.enterprise_id == enterprise_id,
-            enterprise_consents.c.consent_type == outcome.consent_type,
-        )
-    ).scalar_one_or_none()
-    if existing == "granted" and outcome.consent_status != "granted":
-        # A cancelled or unconfirmed repeat does not undo a grant Microsoft holds.
-        return
+    # as_it_stands has already kept a granted consent from a failed repeat.
     # A real upsert: two first consents of one type must not both insert.
     row = {"enterprise_id": enterprise_id, "consent_type": outcome.consent_type, **values}
     keys = [enterprise_consents.c.enterprise_id, enterprise_consents.c.consent_type]

@@ -169,3 +169,19 @@ def test_reregistration_to_another_tenant_forgets_the_old_consents(world: World)
     assert body["registration"]["tenantId"] == FABRIKAM_TENANT_ID
     presence = next(c for c in body["consents"] if c["consentType"] == "Presence")
     assert presence["status"] == "notRequested"
+
+
+def test_microsoft_keys_unreachable_is_microsoft_unavailable_not_a_bad_token(world: World) -> None:
+    """Microsoft's signing keys cannot be fetched: an outage the admin may retry, as documented."""
+    import httpx
+
+    from broker.id_tokens import JwksCache
+
+    def down(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503)
+
+    world.runtime.ms.jwks = JwksCache(
+        httpx.Client(transport=httpx.MockTransport(down)), clock=world.clock
+    )
+    query = returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_UNAVAILABLE")

@@ -156,6 +156,14 @@ class World:
         check: str = caught.value.extra["check"]
         return check
 
+    def unavailable(self, token: str, **overrides: Any) -> str:
+        """The check of a refusal because Microsoft's keys could not be fetched."""
+        with pytest.raises(errors.MicrosoftUnavailable) as caught:
+            self.validate(token, **overrides)
+        assert caught.value.code == "MICROSOFT_UNAVAILABLE"
+        check: str = caught.value.extra["check"]
+        return check
+
     def warm(self) -> None:
         """Cache the JWKS with one genuine sign-in, then let five minutes pass."""
         self.validate(self.sign_in(CONTOSO_USER.preferred_username))
@@ -437,8 +445,8 @@ def test_jwks_endpoint_down_is_reported_not_crashed(world: World, respond: Any) 
     down = JwksCache(httpx.Client(transport=httpx.MockTransport(transport)), clock=world.clock)
     token = world.sign_in(CONTOSO_ADMIN.preferred_username)
 
-    assert world.refused(token, jwks=down) == "jwks_unavailable"
-    assert world.refused(token, jwks=down) == "jwks_unavailable"
+    assert world.unavailable(token, jwks=down) == "jwks_unavailable"
+    assert world.unavailable(token, jwks=down) == "jwks_unavailable"
     assert transport.calls == 1
 
 
@@ -446,7 +454,7 @@ def test_jwks_of_an_unknown_tenant_is_reported_not_crashed(world: World) -> None
     """A misconfigured JWKS URI (Entra answers 400 AADSTS90002) is an outage, not a crash."""
     token = world.sign_in(CONTOSO_ADMIN.preferred_username)
     bad_uri = f"{ISSUER}/nosuch.example/discovery/v2.0/keys"
-    assert world.refused(token, jwks_uri=bad_uri) == "jwks_unavailable"
+    assert world.unavailable(token, jwks_uri=bad_uri) == "jwks_unavailable"
 
 
 def test_odd_jwks_entries_are_skipped_not_fatal(world: World) -> None:
