@@ -1,4 +1,4 @@
-"""broker/errors.py is the one registry of error codes; the spec and README are generated from it."""
+"""broker/errors.py is the one registry of error codes; spec and README are generated from it."""
 
 from __future__ import annotations
 
