@@ -864,6 +864,28 @@ class ConsentNotConfirmed(BrokerError):
     guidance = "Admin flow: the app-only token lacks the tenant or the consented roles."
 
 
+class ReturnPageOpenedDirectly(BrokerError):
+    """Raised when ``/oauth/callback`` is opened without Microsoft's return (no ``state``).
+
+    A bookmark, a typed address or a reload after the browser dropped the query:
+    not a forged request, so the admin gets plain words rather than an API code.
+    """
+
+    status = 400
+    code = "RETURN_PAGE_OPENED_DIRECTLY"
+    title = "Nothing to finish on this page"
+    message = (
+        "This page is where Microsoft sends you back after a sign-in. "
+        "Opened on its own, it has nothing to finish."
+    )
+    next_step = "Start from your provider's portal and click its button to begin."
+    retry_helps = False
+    guidance = (
+        "Admin page: `/oauth/callback` was opened without Microsoft's return fields "
+        "(bookmarked, typed, or reloaded without its query)."
+    )
+
+
 # -- the admin's link (HTML pages only) ---------------------------------------
 
 

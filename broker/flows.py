@@ -322,7 +322,9 @@ def _sign_in(
     )
     claims = signed_in.claims
     if spec.needs_registered_enterprise and claims.tenant_id != tenant_id:
-        raise errors.LoginWrongTenant("the account belongs to another Microsoft tenant")
+        raise errors.LoginWrongTenant(
+            "the account belongs to another Microsoft tenant", signed_in_tenant=claims.tenant_id
+        )
     if not spec.needs_registered_enterprise and tenant_id is not None and not item.reregister:
         # Two registration links issued before the first completed: only one binds.
         raise errors.EnterpriseAlreadyRegistered("the enterprise is already registered")

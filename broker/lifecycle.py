@@ -102,19 +102,27 @@ def result_document(item: FinishedItem, outcome: Outcome) -> dict[str, Any]:
 
     ``state`` and ``callbackUrl`` let the provider bind the result to the
     session that asked for it (a result replayed into another session differs).
+    ``message`` is the failure in plain words for the admin (``errors`` registry);
+    ``signedInTenantId`` names the tenant of an account refused for belonging to
+    another organisation than the enterprise's.
     """
-    return {
+    document: dict[str, Any] = {
         "actionItemId": item.action_item_id,
         "actionType": item.action_type,
         "enterpriseId": item.enterprise_id,
         "status": outcome.status,
         "errorCode": outcome.error_code,
+        "message": outcome.error.message if outcome.error else None,
         "tenantId": outcome.tenant_id,
         "state": item.provider_state,
         "callbackUrl": item.callback_url,
         "microsoftAttempts": outcome.microsoft_attempts,
         **outcome.payload,
     }
+    signed_in = outcome.error.extra.get("signed_in_tenant") if outcome.error else None
+    if isinstance(signed_in, str):
+        document["signedInTenantId"] = signed_in
+    return document
 
 
 @dataclass(frozen=True)

@@ -13,34 +13,20 @@ from html import escape
 from urllib.parse import urlsplit
 
 from broker import errors
+from handlers import i18n
 
 _STYLE = (
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;background:#f3f2f1;"
     "color:#201f1e;margin:0;display:flex;min-height:100vh;align-items:center;"
     "justify-content:center}main{background:#fff;max-width:32rem;padding:2rem 2.5rem;"
     "box-shadow:0 2px 6px rgba(0,0,0,.15);border-radius:4px}h1{font-size:1.4rem;"
-    "margin-top:0}code{background:#f3f2f1;padding:.1rem .3rem}"
+    "margin-top:0}h2{font-size:1rem;margin-bottom:.25rem}.retry{color:#605e5c}"
+    "code{background:#f3f2f1;padding:.1rem .3rem}"
     "button{font-size:1rem;padding:.5rem 1rem}"
 )
 _AUTOSUBMIT = "document.forms[0].submit();"
 _AUTOSUBMIT_HASH = base64.b64encode(hashlib.sha256(_AUTOSUBMIT.encode()).digest()).decode()
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-
-_ADVICE: dict[str, str] = {
-    "LINK_NOT_FOUND": "Check that you opened the whole link, or ask your provider for a new one.",
-    "LINK_EXPIRED": "Ask your provider's portal for a new link.",
-    "LINK_REVOKED": "Your provider withdrew this link. Ask its portal for a new one.",
-    "LINK_USED": "This step is already done. Return to your provider's portal.",
-    "STATE_EXPIRED": "Go back to your provider's portal and click the button again.",
-    "STATE_REPLAYED": "This step is already done. Return to your provider's portal.",
-    "SERVICE_UNAVAILABLE": "The service is briefly unavailable. Try again in a moment.",
-    "RATE_LIMITED": "Too many attempts from here. Wait a minute, then try again.",
-    "URI_TOO_LONG": "The address is too long. Return to your provider's portal and try again.",
-    "BROWSER_BINDING_MISMATCH": (
-        "Finish the sign-in in the browser where you clicked the link, or click it again here."
-    ),
-}
-
 
 # Every answer carries these (the security-headers middleware adds any that are missing).
 BASE_HEADERS: dict[str, str] = {
@@ -75,35 +61,62 @@ def redirect_headers(location: str) -> dict[str, str]:
     return {**headers, "Location": location}
 
 
-def error_page(error: errors.BrokerError) -> str:
-    """A readable page for an error in the admin's browser (no stack, no echo of input)."""
-    advice = _ADVICE.get(error.code, "Return to your provider's portal and try again.")
+def error_page(error: errors.BrokerError, language: str = i18n.DEFAULT_LANGUAGE) -> str:
+    """A readable page for an error in the admin's browser (no stack, no echo of input).
+
+    It says what happened and what to do next in plain words, whether trying
+    again can help, and the stable code as a reference for support.
+    """
+    _ = i18n.translations(language).gettext
+    message = _(error.message)
+    retry = _("Trying again can help.") if error.retry_helps else _("Trying again will not help.")
     return _document(
-        escape(error.title),
-        f"<h1>{escape(error.title)}</h1><p>{escape(advice)}</p>"
-        f"<p><small>Reference: <code>{escape(error.code)}</code></small></p>",
+        escape(message),
+        f"<h1>{escape(message)}</h1>"
+        f"<h2>{escape(_('What to do next'))}</h2><p>{escape(_(error.next_step))}</p>"
+        f'<p class="retry">{escape(retry)}</p>'
+        f"<p><small>{escape(_('Reference'))}: <code>{escape(error.code)}</code></small></p>",
+        language,
     )
 
 
-def form_post_page(action: str, fields: dict[str, str]) -> tuple[str, dict[str, str]]:
+def home_page(language: str = i18n.DEFAULT_LANGUAGE) -> str:
+    """The broker's root, for a browser: what this service is, and that nothing happens here."""
+    _ = i18n.translations(language).gettext
+    title = _("Teams consent broker")
+    return _document(
+        escape(title),
+        f"<h1>{escape(title)}</h1>"
+        f"<p>{escape(_(i18n.SERVICE_INTRO))}</p><p>{escape(_(i18n.NOTHING_HERE))}</p>"
+        f"<p><small>{escape(_('Developers: the API is described at'))} "
+        "<code>/openapi.json</code>.</small></p>",
+        language,
+    )
+
+
+def form_post_page(
+    action: str, fields: dict[str, str], language: str = i18n.DEFAULT_LANGUAGE
+) -> tuple[str, dict[str, str]]:
     """A page that posts ``fields`` to ``action`` at once (a button if scripts are off)."""
+    _ = i18n.translations(language).gettext
     inputs = "".join(
         f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
         for name, value in fields.items()
     )
     body = (
-        f'<h1>Returning to your provider</h1><form method="post" action="{escape(action)}">'
-        f'{inputs}<noscript><button type="submit">Continue</button></noscript></form>'
-        f"<script>{_AUTOSUBMIT}</script>"
+        f"<h1>{escape(_('Returning to your provider'))}</h1>"
+        f'<form method="post" action="{escape(action)}">'
+        f'{inputs}<noscript><button type="submit">{escape(_("Continue"))}</button></noscript>'
+        f"</form><script>{_AUTOSUBMIT}</script>"
     )
     origin = urlsplit(action)
     headers = page_headers(_AUTOSUBMIT_HASH, f"{origin.scheme}://{origin.netloc}")
-    return _document("Returning to your provider", body), headers
+    return _document(escape(_("Returning to your provider")), body, language), headers
 
 
-def _document(title: str, body: str) -> str:
+def _document(title: str, body: str, language: str = i18n.DEFAULT_LANGUAGE) -> str:
     return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{language}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{title}</title><style>{_STYLE}</style></head>"
         f"<body><main>{body}</main></body></html>"

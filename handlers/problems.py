@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 
 from broker import errors
 from broker.health import database_unreachable
-from handlers import pages
+from handlers import i18n, pages
 
 log = logging.getLogger("ctt_broker.problems")
 
@@ -78,16 +78,21 @@ def problem_headers(error: errors.BrokerError) -> dict[str, str]:
 
 
 def respond(
-    path: str, error: errors.BrokerError, field: str | None = None, allow: Sequence[str] = ()
+    path: str,
+    error: errors.BrokerError,
+    field: str | None = None,
+    allow: Sequence[str] = (),
+    accept_language: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """The one rendering of an error: status, headers and body.
 
-    The admin's browser paths get a readable page (never JSON, never a
-    redirect); everything else gets problem+json. Both carry the full set of
-    security headers, whichever layer answers.
+    The admin's browser paths get a readable page in the admin's language
+    (never JSON, never a redirect); everything else gets problem+json. Both
+    carry the full set of security headers, whichever layer answers.
     """
     if path.startswith(BROWSER_PATHS):
-        body = pages.error_page(error).encode()
+        error = for_the_admin(error)
+        body = pages.error_page(error, i18n.negotiate(accept_language)).encode()
         specific = {**pages.page_headers(), **problem_headers(error)}
     else:
         body = json.dumps(problem_document(error, field)).encode()
@@ -96,6 +101,28 @@ def respond(
     if error.status == 405 and allow:
         headers["Allow"] = ", ".join(allow)
     return error.status, headers, body
+
+
+def for_the_admin(error: errors.BrokerError) -> errors.BrokerError:
+    """The error an admin's page reports: request validation there means no Microsoft return.
+
+    The only parameters the admin's routes take are Microsoft's return fields;
+    when the spec refuses them (``state`` missing, say), the page was opened
+    directly, which an API code (``INVALID_STATE_PARAMETER``) would not explain.
+    """
+    if type(error) in (errors.InvalidRequest, errors.InvalidProviderState):
+        return errors.ReturnPageOpenedDirectly(error.detail)
+    return error
+
+
+def home_page(
+    accept: str | None, accept_language: str | None
+) -> tuple[int, dict[str, str], bytes] | None:
+    """The root's answer for a browser (it asks for HTML); None for API clients."""
+    if "text/html" not in (accept or ""):
+        return None
+    body = pages.home_page(i18n.negotiate(accept_language)).encode()
+    return 200, {**pages.BASE_HEADERS, **pages.page_headers()}, body
 
 
 def translate(exc: Exception) -> tuple[errors.BrokerError, str | None]:
@@ -164,7 +191,13 @@ def make_handler(methods: MethodTable) -> Any:
         if error.status >= 500:
             log.error("request failed: %s", type(exc).__name__, exc_info=exc)
         path = request.url.path
-        status, headers, body = respond(path, error, field, methods.allowed(path))
+        language = request.headers.get("accept-language")
+        answer = None
+        if path == "/" and request.method == "GET" and isinstance(error, errors.NotFound):
+            answer = home_page(request.headers.get("accept"), language)
+        status, headers, body = answer or respond(
+            path, error, field, methods.allowed(path), language
+        )
         content_type = headers.pop("Content-Type")
         return ConnexionResponse(
             status_code=status,

@@ -459,9 +459,12 @@ def _outcome_section(result: dict[str, Any], via: str) -> str:
         ("Action type", _code(result.get("actionType"))),
         ("Action item", _code(result.get("actionItemId"))),
         ("Error code", _code(result.get("errorCode"))),
+        ("What happened", escape(str(result.get("message") or "—"))),
         ("Microsoft tenant", _code(result.get("tenantId"))),
         ("Verified via", escape(via)),
     ]
+    if result.get("signedInTenantId"):
+        rows.insert(5, ("Signed in with tenant", _code(result.get("signedInTenantId"))))
     body = f"<section><h2>Outcome</h2>{_table(rows)}</section>"
     auth = result.get("authenticationResult")
     if isinstance(auth, dict):

@@ -153,7 +153,7 @@ def test_form_post_with_thousands_of_fields_is_cut_before_parsing(client: Any) -
     )
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/html")
-    assert "INVALID_STATE_PARAMETER" in response.text
+    assert "RETURN_PAGE_OPENED_DIRECTLY" in response.text
     assert spent < CPU_BOUND_SECONDS
 
 

@@ -250,7 +250,7 @@ def test_used_link_shows_the_already_done_page(
     response = tab.page.goto(item["url"])
     assert response is not None and response.status == 409
     text = tab.page.locator("main").inner_text()
-    assert "This step is already done" in text and "LINK_USED" in text
+    assert "This link was already used." in text and "LINK_USED" in text
     assert tab.page.url == item["url"]
     assert tab.broker_answers[-1].status == 409
     assert tab.broker_answers[-1].headers["content-type"].startswith("text/html")
