@@ -174,15 +174,47 @@ def check_callback_url(raw: str, allowed: Iterable[str], *, development: bool) -
     ``allowed`` holds URLs previously normalised by :func:`normalize_allowed_callback`.
     """
     parsed = parse_callback_url(raw, development=development)
-    for entry in allowed:
-        if parse_callback_url(entry, development=development).origin_and_path == (
-            parsed.origin_and_path
-        ):
+    entries = list(allowed)
+    candidates = [parse_callback_url(entry, development=development) for entry in entries]
+    for candidate in candidates:
+        if candidate.origin_and_path == parsed.origin_and_path:
             return parsed
+    misses = [
+        {"allowedCallback": candidate.url, "difference": difference}
+        for candidate in candidates
+        if (difference := near_miss(parsed, candidate)) is not None
+    ]
+    hint = (
+        f"; nearest: {misses[0]['allowedCallback']} ({misses[0]['difference']})" if misses else ""
+    )
     raise errors.CallbackUrlNotAllowed(
         "callback URL does not match any allowed callback URL (scheme, host, port and path "
-        "must be equal)"
+        f"must be equal){hint}",
+        allowed_callbacks=[candidate.url for candidate in candidates],
+        near_misses=misses,
     )
+
+
+def near_miss(wanted: CallbackUrl, allowed: CallbackUrl) -> str | None:
+    """How ``wanted`` differs from ``allowed`` when it is one small slip away, else None.
+
+    The slips providers make: a trailing slash, a port, http for https, the case
+    of the path. (Host case never matters: hosts are compared in lower case.)
+    """
+    same_origin = (wanted.scheme, wanted.host, wanted.port) == (
+        allowed.scheme,
+        allowed.host,
+        allowed.port,
+    )
+    if same_origin and wanted.path.rstrip("/") == allowed.path.rstrip("/"):
+        return "trailing slash"
+    if same_origin and wanted.path.lower() == allowed.path.lower():
+        return "path case"
+    if (wanted.host, wanted.path) != (allowed.host, allowed.path):
+        return None
+    if wanted.scheme != allowed.scheme:
+        return f"scheme ({wanted.scheme} instead of {allowed.scheme})"
+    return f"port ({wanted.port} instead of {allowed.port})"
 
 
 def _checked_host(netloc: str, hostname: str | None) -> str:

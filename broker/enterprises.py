@@ -99,8 +99,16 @@ def create_enterprise(
                 details={"externalId": external_id},
             )
     except IntegrityError:
+        with runtime.engine.connect() as connection:
+            existing = connection.execute(
+                select(enterprises.c.id).where(
+                    enterprises.c.provider_id == provider_id,
+                    enterprises.c.external_id == external_id,
+                )
+            ).scalar_one_or_none()
         raise errors.EnterpriseExternalIdTaken(
-            f"an enterprise with externalId {external_id!r} already exists"
+            f"an enterprise with externalId {external_id!r} already exists: {existing}",
+            enterprise_id=existing,
         ) from None
     return get_enterprise(runtime, provider_id, enterprise_id)
 

@@ -226,7 +226,10 @@ class CallbackUrlNotAllowed(CallbackUrlRejected):
     message = "Your provider's portal gave a return address that your provider has not approved."
     next_step = "Contact your provider's support; trying again will not help."
     retry_helps = False
-    guidance = "Scheme, host, port or path differ from every allowed callback."
+    guidance = (
+        "Scheme, host, port or path differ from every allowed callback; the problem lists "
+        "`allowedCallbacks` and any `nearMisses` (trailing slash, path case, scheme, port)."
+    )
 
 
 class WebhookUrlBlocked(CallbackUrlRejected):
@@ -322,7 +325,10 @@ class EnterpriseExternalIdTaken(Conflict):
     message = "Your organisation is already set up with your provider."
     next_step = "Return to your provider's portal and start again from there."
     retry_helps = False
-    guidance = "The provider already has an enterprise with this external id."
+    guidance = (
+        "The provider already has an enterprise with this external id; the problem's "
+        "`enterpriseId` names it."
+    )
 
 
 class EnterpriseNotRegistered(Conflict):

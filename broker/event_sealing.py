@@ -121,12 +121,24 @@ def seal_event_tokens(
     return clear, event_keyring(runtime).seal(plaintext, event_id, runtime.random_bytes)
 
 
+def event_document(payload: str) -> dict[str, Any]:
+    """A stored event as the API and webhooks show it.
+
+    Events are identified by ``eventId`` like every other resource's typed id;
+    documents stored before that rename carry ``id``, renamed here on the way out.
+    """
+    document: dict[str, Any] = json.loads(payload)
+    if "id" in document and "eventId" not in document:
+        document = {"eventId": document.pop("id"), **document}
+    return document
+
+
 def open_event_body(runtime: Runtime, payload: str, sealed: str | None) -> str:
     """The webhook body: the stored document, with its sealed token fields put back."""
+    document = event_document(payload)
     if sealed is None:
-        return payload
-    document = json.loads(payload)
-    tokens = json.loads(event_keyring(runtime).open(sealed, document["id"]))
+        return json.dumps(document)
+    tokens = json.loads(event_keyring(runtime).open(sealed, document["eventId"]))
     document["data"] = {**document["data"], **tokens}
     return json.dumps(document)
 

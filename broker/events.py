@@ -16,7 +16,7 @@ from sqlalchemy import Connection, insert, select
 
 from broker import errors
 from broker.db import audit_log, events
-from broker.event_sealing import seal_event_tokens
+from broker.event_sealing import event_document, seal_event_tokens
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.runtime import Runtime
 from broker.timestamps import rfc3339_parameter
@@ -52,7 +52,7 @@ def emit_event(
     event_id = new_id(runtime, "evt", now)
     clear, sealed = seal_event_tokens(runtime, event_id, data)
     document = {
-        "id": event_id,
+        "eventId": event_id,
         "type": event_type,
         "timestamp": now.isoformat().replace("+00:00", "Z"),
         "data": clear,
@@ -157,7 +157,7 @@ def list_events(
         query = query.where(events.c.created_at < rfc3339_parameter("until", until))
     with runtime.engine.connect() as connection:
         rows = connection.execute(query.order_by(events.c.id).limit(limit + 1)).all()
-    items = tuple(json.loads(row.payload) for row in rows[:limit])
+    items = tuple(event_document(row.payload) for row in rows[:limit])
     return EventPage(items, encode_cursor(rows[limit - 1].id) if len(rows) > limit else None)
 
 
@@ -173,8 +173,7 @@ def get_event(runtime: Runtime, provider_id: str, event_id: str) -> dict[str, An
         ).scalar_one_or_none()
     if payload is None:
         raise errors.EventNotFound(f"no event {event_id!r}")
-    document: dict[str, Any] = json.loads(payload)
-    return document
+    return event_document(payload)
 
 
 def list_audit(

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from broker import errors
 from broker.callbacks import normalize_allowed_callback
-from broker.db import api_keys, provider_callbacks, providers
+from broker.db import api_keys, provider_callbacks, provider_webhook_secrets, providers
 from broker.destinations import check_webhook_url
 from broker.events import record_audit
 from broker.ids import looks_like_id, new_id
@@ -318,3 +318,47 @@ def _insert_key(
         )
     )
     return IssuedKey(key_id=key_id, api_key=api_key)
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """A webhook signing secret as described to its provider: its id and lifetime only."""
+
+    secret_id: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ProviderProfile:
+    """What a provider may read about itself (``GET /provider``): never a secret."""
+
+    provider: Provider
+    webhook_include_tokens: bool
+    webhook_secrets: tuple[SecretInfo, ...]
+
+
+def describe_provider(runtime: Runtime, provider_id: str) -> ProviderProfile:
+    """The calling provider's own configuration: callbacks, webhook settings, key ids."""
+    provider = get_provider(runtime, provider_id)
+    with runtime.engine.connect() as connection:
+        include_tokens = connection.execute(
+            select(providers.c.webhook_include_tokens).where(providers.c.id == provider_id)
+        ).scalar_one()
+        # Ids and lifetimes only: the secret column is never even read here.
+        table = provider_webhook_secrets.c
+        secrets = connection.execute(
+            select(table.id, table.created_at, table.expires_at)
+            .where(
+                table.provider_id == provider_id,
+                or_(table.expires_at.is_(None), table.expires_at > runtime.now()),
+            )
+            .order_by(table.id.desc())
+        ).all()
+    return ProviderProfile(
+        provider=provider,
+        webhook_include_tokens=bool(include_tokens),
+        webhook_secrets=tuple(
+            SecretInfo(row.id, row.created_at, row.expires_at) for row in secrets
+        ),
+    )

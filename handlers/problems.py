@@ -61,6 +61,11 @@ def problem_document(error: errors.BrokerError, field: str | None = None) -> dic
         document["field"] = field
     if error.extra.get("defects"):
         document["defects"] = list(error.extra["defects"])
+    if error.extra.get("enterprise_id"):
+        document["enterpriseId"] = error.extra["enterprise_id"]
+    if "allowed_callbacks" in error.extra:
+        document["allowedCallbacks"] = list(error.extra["allowed_callbacks"])
+        document["nearMisses"] = list(error.extra.get("near_misses", ()))
     return document
 
 

@@ -9,6 +9,7 @@ from broker.action_items import ActionItem, IssuedActionItem
 from broker.catalog import ActionSpec
 from broker.enterprises import Enterprise
 from broker.events import AuditEntry
+from broker.providers import ProviderProfile
 from broker.webhook_queue import WebhookAttempt, WebhookDelivery
 
 Reply = tuple[dict[str, Any], int, dict[str, str]]
@@ -161,4 +162,38 @@ def attempt(value: WebhookAttempt) -> dict[str, Any]:
         "statusCode": value.status_code,
         "error": value.error,
         "outcome": value.outcome,
+    }
+
+
+def provider_profile(value: ProviderProfile) -> dict[str, Any]:
+    """The ``Provider`` schema: the caller's configuration, never a secret."""
+    provider = value.provider
+    return {
+        "providerId": provider.provider_id,
+        "name": provider.name,
+        "development": provider.development,
+        "callbackUrls": list(provider.callback_urls),
+        "webhook": {
+            "url": provider.webhook_url,
+            "includeTokens": value.webhook_include_tokens,
+            "shareRefreshToken": provider.share_refresh_token,
+            "secrets": [
+                {
+                    "secretId": secret.secret_id,
+                    "createdAt": timestamp(secret.created_at),
+                    "expiresAt": timestamp(secret.expires_at),
+                }
+                for secret in value.webhook_secrets
+            ],
+        },
+        "apiKeys": [
+            {
+                "keyId": key.key_id,
+                "createdAt": timestamp(key.created_at),
+                "expiresAt": timestamp(key.expires_at),
+                "revokedAt": timestamp(key.revoked_at),
+            }
+            for key in provider.keys
+        ],
+        "createdAt": timestamp(provider.created_at),
     }

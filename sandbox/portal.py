@@ -564,8 +564,8 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
         except WebhookVerificationError as exc:
             portal.webhooks.appendleft({"verified": False, "problem": str(exc)})
             return Response("signature rejected", status_code=400, media_type="text/plain")
-        seen = {w.get("id") for w in portal.webhooks}
-        if event.get("id") not in seen:  # retries carry the same webhook-id: keep one
+        seen = {w.get("eventId") for w in portal.webhooks}
+        if event.get("eventId") not in seen:  # retries carry the same webhook-id: keep one
             portal.webhooks.appendleft({"verified": True, **event})
         return Response(status_code=204)
 

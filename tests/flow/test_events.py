@@ -40,11 +40,11 @@ def test_every_outcome_is_an_event_written_with_it(world: World) -> None:
         "consent.failed",
     ]
     first = items[0]
-    assert first["id"].startswith("evt_") and first["timestamp"].endswith("Z")
+    assert first["eventId"].startswith("evt_") and first["timestamp"].endswith("Z")
     assert first["data"]["state"] == "portal-state-42"
     assert "authenticationResult" not in first["data"]  # tokens only when asked for
     assert items[4]["data"]["errorCode"] == "NOT_GLOBAL_ADMIN"
-    one = world.broker.get(f"/events/{first['id']}", headers=world.headers).json()
+    one = world.broker.get(f"/events/{first['eventId']}", headers=world.headers).json()
     assert one == first
 
 
@@ -164,7 +164,7 @@ def test_another_providers_events_are_invisible(world: World) -> None:
     from tests.conftest import CALLBACK
 
     returned(world.run("REGISTRATION", CONTOSO_ADMIN))
-    event_id = list_events(world)["items"][0]["id"]
+    event_id = list_events(world)["items"][0]["eventId"]
     _, key = providers.create_provider(world.runtime, "Globex", callback_urls=(CALLBACK,))
     other = {"Authorization": f"Bearer {key.api_key}"}
     assert world.broker.get("/events", headers=other).json()["items"] == []
@@ -220,7 +220,7 @@ def test_webhook_attempts_are_listed_and_an_event_can_be_redelivered(world: Worl
     network = FakeNetwork()
     assert enqueue_new_events(world.runtime) == 2
     assert deliver_due(world.runtime, network.sender()).delivered == 2
-    event_id = list_events(world)["items"][0]["id"]
+    event_id = list_events(world)["items"][0]["eventId"]
     first = network.requests[0]
     assert first.headers["webhook-id"] == event_id
     assert first.headers["host"] == "hooks.portal.example"
@@ -268,8 +268,44 @@ def test_a_whole_backlog_is_redelivered_by_one_call(world: World) -> None:
 
 def test_redelivery_without_a_webhook_url_is_refused(world: World) -> None:
     returned(world.run("REGISTRATION", CONTOSO_ADMIN))
-    event_id = list_events(world)["items"][0]["id"]
+    event_id = list_events(world)["items"][0]["eventId"]
     report = world.broker.get(f"/events/{event_id}/attempts", headers=world.headers).json()
     assert report == {"attempts": []}
     refused = world.broker.post(f"/events/{event_id}/redeliver", headers=world.headers)
     assert refused.status_code == 409 and refused.json()["code"] == "WEBHOOK_NOT_CONFIGURED"
+
+
+def test_events_are_identified_by_event_id_in_the_api_and_in_webhooks(world: World) -> None:
+    """Like actionItemId and auditId: events carry eventId, never a bare id."""
+    from broker.event_sealing import open_event_body
+
+    returned(world.run("REGISTRATION", CONTOSO_ADMIN))
+    for item in list_events(world)["items"]:
+        assert item["eventId"].startswith("evt_") and "id" not in item
+    with world.runtime.engine.connect() as connection:
+        row = connection.execute(select(events.c.payload, events.c.sealed_tokens)).first()
+    assert row is not None
+    body = json.loads(open_event_body(world.runtime, row.payload, row.sealed_tokens))
+    assert body["eventId"].startswith("evt_") and "id" not in body
+
+
+def test_events_stored_before_the_rename_are_shown_with_event_id(world: World) -> None:
+    """An event written by an older version (with ``id``) reads and delivers as ``eventId``."""
+    from broker.event_sealing import open_event_body
+
+    old = {"id": "evt_01JCX3Q2B6V7W8X9Y0Z1A2B3C4", "type": "actionItem.failed", "data": {}}
+    with world.runtime.engine.begin() as connection:
+        connection.execute(
+            events.insert().values(
+                id=old["id"],
+                provider_id=world.provider_id,
+                type="actionItem.failed",
+                payload=json.dumps(old),
+                created_at=world.clock(),
+            )
+        )
+    listed = list_events(world)["items"]
+    assert [e["eventId"] for e in listed] == [old["id"]] and "id" not in listed[0]
+    one = world.broker.get(f"/events/{old['id']}", headers=world.headers).json()
+    assert one["eventId"] == old["id"]
+    assert json.loads(open_event_body(world.runtime, json.dumps(old), None))["eventId"] == old["id"]

@@ -573,7 +573,9 @@ def test_during_a_rotation_overlap_the_receiver_verifies_with_either_secret(
     [request] = receiver.received
     assert len(request.headers["webhook-signature"].split(" ")) == 2
     for secret in (account.secret, new_secret):
-        assert verify_webhook(secret, request.body, request.headers)["id"] == request.webhook_id
+        assert (
+            verify_webhook(secret, request.body, request.headers)["eventId"] == request.webhook_id
+        )
     # After the overlap only the new secret signs.
     clock.advance(seconds=3601)
     [event_id] = emit(runtime, account.provider_id)
