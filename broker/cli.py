@@ -11,6 +11,8 @@
     ctt-broker provider remove-callback PROVIDER URL
     ctt-broker sandbox-provider
     ctt-broker provider set-webhook PROVIDER (URL | --clear) [--include-tokens]
+    ctt-broker provider set-branding PROVIDER [--display-name TEXT] [--portal-url URL]
+                                     [--logo-url URL]
     ctt-broker provider rotate-webhook-secret PROVIDER [--overlap SECONDS]
     ctt-broker provider redeliver-webhooks PROVIDER [--since TIME] [--until TIME] [--pending-only]
     ctt-broker worker [--once] [--interval SECONDS]
@@ -98,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="put the MSAL result (never the refresh token unless shared) in sign-in events",
     )
+    brand = provider.add_parser(
+        "set-branding",
+        help="the name, portal link and logo the admin's pages show (omitted ones are cleared)",
+    )
+    brand.add_argument("provider")
+    brand.add_argument("--display-name", metavar="TEXT", help="your name as admins know it")
+    brand.add_argument("--portal-url", metavar="URL", help="https: where 'Back to' leads")
+    brand.add_argument("--logo-url", metavar="URL", help="https: an image shown on the pages")
     secret = provider.add_parser(
         "rotate-webhook-secret", help="new signing secret; the old one signs too for a while"
     )
@@ -331,6 +341,21 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     if action == "set-webhook":
         return _set_webhook(runtime, args, out)
+    if action == "set-branding":
+        branding = providers.set_branding(
+            runtime,
+            args.provider,
+            display_name=args.display_name,
+            portal_url=args.portal_url,
+            logo_url=args.logo_url,
+        )
+        shown = {
+            "displayName": branding.display_name if branding else None,
+            "portalUrl": branding.portal_url if branding else None,
+            "logoUrl": branding.logo_url if branding else None,
+        }
+        print(json.dumps(shown), file=out)
+        return 0
     if action == "rotate-webhook-secret":
         provider = providers.get_provider(runtime, args.provider)
         fresh = rotate_webhook_secret(runtime, provider.provider_id, overlap_seconds=args.overlap)
@@ -441,6 +466,13 @@ def _provider_summary(provider: providers.Provider, now: Any) -> dict[str, Any]:
         "webhookUrl": provider.webhook_url,
         "shareRefreshToken": provider.share_refresh_token,
         "callbackUrls": list(provider.callback_urls),
+        "branding": {
+            "displayName": provider.branding.display_name,
+            "portalUrl": provider.branding.portal_url,
+            "logoUrl": provider.branding.logo_url,
+        }
+        if provider.branding
+        else None,
         "keys": [
             {
                 "keyId": key.key_id,

@@ -70,6 +70,10 @@ providers = Table(
     Column("share_refresh_token", Boolean, nullable=False, server_default="0"),
     Column("webhook_include_tokens", Boolean, nullable=False, server_default="0"),
     Column("created_at", UtcDateTime, nullable=False),
+    # Branding on the admin's pages (set-branding): https URLs checked like webhooks.
+    Column("display_name", String(100)),
+    Column("portal_url", String(2048)),
+    Column("logo_url", String(2048)),
 )
 
 provider_callbacks = Table(

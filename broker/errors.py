@@ -34,6 +34,11 @@ class BrokerError(Exception):
         self.detail = detail
         self.extra: Mapping[str, Any] = extra
 
+    def concerning(self, provider_id: str) -> BrokerError:
+        """Mark this error with the provider of the link it is about (for the way back)."""
+        self.extra = {**self.extra, "provider_id": provider_id}
+        return self
+
 
 # -- 400: the request itself is wrong ---------------------------------------
 

@@ -125,7 +125,10 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     current = find_linked_item(runtime, hash_handle(handle))
     if current is None:
         raise errors.LinkNotFound("this link is not valid")
-    _check_live(current.status, current.expires_at <= now)
+    try:
+        _check_live(current.status, current.expires_at <= now)
+    except errors.BrokerError as exc:
+        raise exc.concerning(current.item.provider_id) from None
     item, tenant_id = current.item, current.tenant_id
     spec = runtime.catalog.get(item.action_type)
     settings = runtime.settings
@@ -199,7 +202,10 @@ def complete(
     if record.action_item_id != flow_state.action_item_id:
         raise errors.StateInvalid("the state does not match its flow")
     current = load_item_state(runtime, flow_state.action_item_id)
-    item, provider = _finishable(runtime, flow_state, current)
+    try:
+        item, provider = _finishable(runtime, flow_state, current)
+    except errors.BrokerError as exc:
+        raise exc.concerning(current.item.provider_id) from None
     claim = flow_store.claim_flow(runtime, flow_state.jti)
     outcome = _outcome(runtime, item, current.tenant_id, provider, response, claim, flow_state)
     recorded = record_outcome(runtime, claim, item, outcome)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
@@ -27,6 +27,10 @@ from broker.tokens import digest, random_token
 KEY_PREFIX = "ctt_sk_"
 _KEY_SHAPE = re.compile(r"^ctt_sk_[A-Za-z0-9_-]{43}$")
 _NAME_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+# Any printable text: no C0/C1 controls or DEL, no space at either end.
+_DISPLAY_NAME = re.compile(
+    r"^[^\x00-\x20\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,98}[^\x00-\x20\x7f-\x9f])?$"
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,16 @@ class Provider:
     callback_urls: tuple[str, ...]
     keys: tuple[ApiKeyInfo, ...]
     created_at: datetime
+    branding: Branding | None = None
+
+
+@dataclass(frozen=True)
+class Branding:
+    """How the broker's pages name the provider and lead the admin back to its portal."""
+
+    display_name: str | None
+    portal_url: str | None
+    logo_url: str | None
 
 
 @dataclass(frozen=True)
@@ -175,7 +189,81 @@ def get_provider(runtime: Runtime, ref: str) -> Provider:
                 for key in keys
             ),
             created_at=row["created_at"],
+            branding=_branding(row),
         )
+
+
+def _branding(row: RowMapping) -> Branding | None:
+    if not (row["display_name"] or row["portal_url"] or row["logo_url"]):
+        return None
+    return Branding(row["display_name"], row["portal_url"], row["logo_url"])
+
+
+def branding_of(runtime: Runtime, provider_id: str) -> Branding | None:
+    """The provider's branding for the admin's pages, or None when it has none."""
+    with runtime.engine.connect() as connection:
+        row = (
+            connection.execute(
+                select(
+                    providers.c.display_name, providers.c.portal_url, providers.c.logo_url
+                ).where(providers.c.id == provider_id)
+            )
+            .mappings()
+            .first()
+        )
+    return None if row is None else _branding(row)
+
+
+def set_branding(
+    runtime: Runtime,
+    ref: str,
+    *,
+    display_name: str | None,
+    portal_url: str | None,
+    logo_url: str | None,
+) -> Branding | None:
+    """Set (None or "" clears) the provider's display name, portal URL and logo URL.
+
+    Both URLs go into the admin's pages, as a link and as an ``<img>``: they are
+    held to the webhook destination rules in production form (https only, no
+    loopback, no private or reserved literal address, none of the callback
+    tricks), whatever the provider's development flag.
+    """
+    provider = get_provider(runtime, ref)
+    name = (display_name or "").strip() or None
+    if name is not None and not _DISPLAY_NAME.match(name):
+        raise errors.InvalidRequest(
+            "display name must be 1-100 characters, without control characters"
+        )
+    portal = _branding_url(portal_url)
+    logo = _branding_url(logo_url)
+    with runtime.engine.begin() as connection:
+        connection.execute(
+            update(providers)
+            .where(providers.c.id == provider.provider_id)
+            .values(display_name=name, portal_url=portal, logo_url=logo)
+        )
+        record_audit(
+            connection,
+            runtime,
+            provider.provider_id,
+            "operator",
+            "provider.branding",
+            details={"displayName": name, "portalUrl": portal, "logoUrl": logo},
+        )
+    return branding_of(runtime, provider.provider_id)
+
+
+def _branding_url(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    checked = check_webhook_url(raw, development=False, production=True)
+    if not checked.startswith("https://"):
+        raise errors.CallbackUrlInsecureHttp("branding URLs must use https")
+    if any(character in checked for character in ";,'\"<>"):
+        # The logo's URL becomes a Content-Security-Policy source: nothing that ends one.
+        raise errors.CallbackUrlForbiddenCharacters("branding URLs must not contain ; , ' \" < >")
+    return checked
 
 
 def list_providers(runtime: Runtime) -> list[Provider]:

@@ -119,7 +119,14 @@ def update_catalogs() -> None:
     for language in LANGUAGES:
         path = _po_path(language)
         old = read_catalog(language) if path.exists() else Catalog(locale=language)
-        catalog = Catalog(locale=language, domain=DOMAIN, project="ctt-broker")
+        # Keep the header's date: regenerating unchanged catalogs changes no byte.
+        catalog = Catalog(
+            locale=language,
+            domain=DOMAIN,
+            project="ctt-broker",
+            creation_date=old.creation_date,
+            revision_date=old.revision_date,
+        )
         for text in wanted:
             found = old.get(text)
             if language == DEFAULT_LANGUAGE:

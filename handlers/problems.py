@@ -19,9 +19,11 @@ from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
-from broker import errors
+from broker import errors, providers
 from broker.health import database_unreachable
+from broker.providers import Branding
 from handlers import i18n, pages
+from handlers.context import current_runtime
 
 log = logging.getLogger("ctt_broker.problems")
 
@@ -88,6 +90,7 @@ def respond(
     field: str | None = None,
     allow: Sequence[str] = (),
     accept_language: str | None = None,
+    branding: Branding | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """The one rendering of an error: status, headers and body.
 
@@ -97,8 +100,9 @@ def respond(
     """
     if path.startswith(BROWSER_PATHS):
         error = for_the_admin(error)
-        body = pages.error_page(error, i18n.negotiate(accept_language)).encode()
-        specific = {**pages.page_headers(), **problem_headers(error)}
+        body = pages.error_page(error, i18n.negotiate(accept_language), branding).encode()
+        logo = branding.logo_url if branding else None
+        specific = {**pages.page_headers(image=logo), **problem_headers(error)}
     else:
         body = json.dumps(problem_document(error, field)).encode()
         specific = {"Content-Type": MEDIA_TYPE, **problem_headers(error)}
@@ -128,6 +132,18 @@ def home_page(
         return None
     body = pages.home_page(i18n.negotiate(accept_language)).encode()
     return 200, {**pages.BASE_HEADERS, **pages.page_headers()}, body
+
+
+def _branding_for(error: errors.BrokerError) -> Branding | None:
+    """The branding of the provider an admin page is about, when the error names one."""
+    provider_id = error.extra.get("provider_id")
+    if not isinstance(provider_id, str):
+        return None
+    try:
+        return providers.branding_of(current_runtime(), provider_id)
+    except Exception:  # the page must render even when the database does not answer
+        log.warning("provider branding unavailable for an error page")
+        return None
 
 
 def translate(exc: Exception) -> tuple[errors.BrokerError, str | None]:
@@ -201,7 +217,7 @@ def make_handler(methods: MethodTable) -> Any:
         if path == "/" and request.method == "GET" and isinstance(error, errors.NotFound):
             answer = home_page(request.headers.get("accept"), language)
         status, headers, body = answer or respond(
-            path, error, field, methods.allowed(path), language
+            path, error, field, methods.allowed(path), language, _branding_for(error)
         )
         content_type = headers.pop("Content-Type")
         return ConnexionResponse(

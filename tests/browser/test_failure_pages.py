@@ -1,7 +1,7 @@
 """Each of the broker's failure pages in a real browser, in English and German, with screenshots.
 
 The browser's language (Chromium's ``locale``, sent as ``Accept-Language``) picks the page's
-language. Screenshots go to ``artifacts/screenshots/test_failure_page-<case>-<lang>.png``.
+language. Screenshots go to ``artifacts/screenshots/test_failure_page-<case>-<lang>.png`` (and ``test_root_page-<lang>.png``).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_failure_page(
         headers = response.all_headers()
         assert headers["content-type"].startswith("text/html")
         assert "default-src 'none'" in headers["content-security-policy"]
-        screenshot(page, language)
+        screenshot(page)
     finally:
         context.close()
 
@@ -110,6 +110,6 @@ def test_root_page(browser: Any, sandbox: Sandbox, screenshot: Screenshot, langu
         text = page.locator("main").inner_text()
         expected = "Teams-Zustimmungsdienst" if language == "de" else "Teams consent broker"
         assert expected in text
-        screenshot(page, language)
+        screenshot(page)
     finally:
         context.close()
