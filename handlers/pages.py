@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from html import escape
-from typing import Any
 from urllib.parse import urlsplit
 
 from broker import errors
@@ -100,7 +100,7 @@ def error_page(
     )
 
 
-def _branding_parts(branding: Branding | None, _: Any) -> tuple[str, str]:
+def _branding_parts(branding: Branding | None, _: Callable[[str], str]) -> tuple[str, str]:
     """The provider's logo and name above the page, and the link back to its portal."""
     if branding is None:
         return "", ""

@@ -195,6 +195,7 @@ def test_admin_of_another_tenant_gets_login_wrong_tenant(
     assert page.locator("h1").inner_text() == "LOGIN_ENTERPRISE_ADMIN: failed"
     assert_no_portal_warning(tab)
     assert outcome_row(page, "Error code") == "LOGIN_WRONG_TENANT"
+    assert outcome_row(page, "Signed in with tenant") == "bbbbbbbb-0000-4000-8000-00000000fab0"
     assert section(page, SIGN_IN).count() == 0
     assert_broker_redirects(tab)
     screenshot(page)
