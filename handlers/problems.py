@@ -99,7 +99,7 @@ def respond(
     carry the full set of security headers, whichever layer answers.
     """
     if path.startswith(BROWSER_PATHS):
-        error = for_the_admin(error)
+        error = for_the_admin(path, error)
         body = pages.error_page(error, i18n.negotiate(accept_language), branding).encode()
         logo = branding.logo_url if branding else None
         specific = {**pages.page_headers(image=logo), **problem_headers(error)}
@@ -112,16 +112,19 @@ def respond(
     return error.status, headers, body
 
 
-def for_the_admin(error: errors.BrokerError) -> errors.BrokerError:
-    """The error an admin's page reports: request validation there means no Microsoft return.
+def for_the_admin(path: str, error: errors.BrokerError) -> errors.BrokerError:
+    """The error an admin's page reports when the spec refused the request itself.
 
-    The only parameters the admin's routes take are Microsoft's return fields;
-    when the spec refuses them (``state`` missing, say), the page was opened
-    directly, which an API code (``INVALID_STATE_PARAMETER``) would not explain.
+    An API code (``INVALID_STATE_PARAMETER``) explains nothing to an admin. The
+    only parameter of a link is its handle: one the spec refuses names no link.
+    The callback's parameters are Microsoft's return: without them (``state``
+    missing, say) the page was opened directly.
     """
-    if type(error) in (errors.InvalidRequest, errors.InvalidProviderState):
-        return errors.ReturnPageOpenedDirectly(error.detail)
-    return error
+    if type(error) not in (errors.InvalidRequest, errors.InvalidProviderState):
+        return error
+    if path.startswith("/actions/"):
+        return errors.LinkNotFound(error.detail)
+    return errors.ReturnPageOpenedDirectly(error.detail)
 
 
 def home_page(

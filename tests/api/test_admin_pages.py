@@ -112,3 +112,11 @@ def test_root_is_a_readable_page_for_browsers_and_a_problem_for_api_clients(
     assert api.status_code == 404
     assert api.headers["content-type"].startswith("application/problem+json")
     assert api.json()["code"] == "NOT_FOUND"
+
+
+def test_link_the_spec_refuses_is_a_link_not_found_page(client: object) -> None:
+    """A handle longer than any link: the admin reads "this link is not valid", not an API code."""
+    response = client.get("/actions/" + "x" * 300)  # type: ignore[attr-defined]
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "LINK_NOT_FOUND" in response.text and "INVALID_REQUEST" not in response.text
