@@ -111,7 +111,8 @@ def assert_unavailable(response: Any, html: bool = False) -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
     if html:
         assert response.headers["content-type"].startswith("text/html")
-        assert "Try again in a moment" in response.text
+        assert "This service is briefly unavailable." in response.text
+        assert "Wait a minute, then try again." in response.text
     else:
         assert response.headers["content-type"] == PROBLEM
         assert response.json()["code"] == "SERVICE_UNAVAILABLE"

@@ -293,7 +293,17 @@ def test_events_stored_before_the_rename_are_shown_with_event_id(world: World) -
     """An event written by an older version (with ``id``) reads and delivers as ``eventId``."""
     from broker.event_sealing import open_event_body
 
-    old = {"id": "evt_01JCX3Q2B6V7W8X9Y0Z1A2B3C4", "type": "actionItem.failed", "data": {}}
+    old = {
+        "id": "evt_01JCX3Q2B6V7W8X9Y0Z1A2B3C4",
+        "type": "actionItem.failed",
+        "timestamp": "2026-11-27T09:00:00Z",
+        "data": {
+            "actionItemId": "act_01JCX3Q2B6V7W8X9Y0Z1A2B3C4",
+            "actionType": "REGISTRATION",
+            "enterpriseId": world.enterprise_id,
+            "status": "failed",
+        },
+    }
     with world.runtime.engine.begin() as connection:
         connection.execute(
             events.insert().values(
