@@ -1,7 +1,8 @@
 """Each of the broker's failure pages in a real browser, in English and German, with screenshots.
 
 The browser's language (Chromium's ``locale``, sent as ``Accept-Language``) picks the page's
-language. Screenshots go to ``artifacts/screenshots/test_failure_page-<case>-<lang>.png`` (and ``test_root_page-<lang>.png``).
+language. Screenshots go to ``artifacts/screenshots/test_failure_page-<case>-<lang>.png``
+(and ``test_root_page-<lang>.png``).
 """
 
 from __future__ import annotations
