@@ -49,6 +49,7 @@ from broker.lifecycle import (
 )
 from broker.microsoft import CallLog, microsoft_error
 from broker.microsoft_return import MicrosoftReturn, missing_fields, read_return
+from broker.observability import annotate
 from broker.outcomes import Delivery, delivery_for, record_outcome
 from broker.providers import Provider, get_provider
 from broker.runtime import Runtime
@@ -127,6 +128,11 @@ def launch(runtime: Runtime, handle: str) -> Launch:
         raise errors.LinkNotFound("this link is not valid")
     _check_live(current.status, current.expires_at <= now)
     item, tenant_id = current.item, current.tenant_id
+    annotate(
+        providerId=item.provider_id,
+        actionItemId=item.action_item_id,
+        actionType=item.action_type,
+    )
     spec = runtime.catalog.get(item.action_type)
     settings = runtime.settings
     nonce = new_binding_nonce(runtime.random_bytes)
@@ -188,6 +194,11 @@ def complete(
     )
     name = cookie_name(runtime, flow_state.jti)
     record = flow_store.read_flow(runtime, flow_state.jti)
+    annotate(
+        actionItemId=flow_state.action_item_id,
+        actionType=flow_state.action_type,
+        launchRequestId=record.launch_request_id if record is not None else None,
+    )
     if not binding_matches(flow_state, cookies.get(name)):
         # A refresh of the finished callback page lost its cookie with completion:
         # say "already done" rather than "another browser".
@@ -200,9 +211,11 @@ def complete(
         raise errors.StateInvalid("the state does not match its flow")
     current = load_item_state(runtime, flow_state.action_item_id)
     item, provider = _finishable(runtime, flow_state, current)
+    annotate(providerId=item.provider_id)
     claim = flow_store.claim_flow(runtime, flow_state.jti)
     outcome = _outcome(runtime, item, current.tenant_id, provider, response, claim, flow_state)
     recorded = record_outcome(runtime, claim, item, outcome)
+    annotate(errorCode=recorded.outcome.error_code)
     return Completion(
         outcome=recorded.outcome,
         delivery=delivery_for(runtime, item, recorded),

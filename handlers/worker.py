@@ -100,6 +100,9 @@ def server_options(env: dict[str, str] | None = None) -> dict[str, Any]:
         "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES,
         "timeout_keep_alive": settings.keep_alive_seconds,
         "limit_concurrency": settings.max_connections,
+        # Its access line prints the query string (the callback's state and
+        # code); the broker's own JSON access line replaces it.
+        "access_log": False,
     }
 
 

@@ -24,7 +24,16 @@ def test_database_is_current_and_upgrading_again_changes_nothing(database: Datab
 
 def test_fresh_sqlite_file_reports_pending_until_upgraded(tmp_path: object) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/fresh.sqlite3")
-    assert pending_revisions(engine) == ["0007", "0006", "0005", "0004", "0003", "0002", "0001"]
+    assert pending_revisions(engine) == [
+        "0008",
+        "0007",
+        "0006",
+        "0005",
+        "0004",
+        "0003",
+        "0002",
+        "0001",
+    ]
     upgrade_database(engine)
     assert pending_revisions(engine) == []
     engine.dispose()
