@@ -26,9 +26,11 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from broker import errors, providers
@@ -190,12 +192,37 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
             sent = deliver_due(runtime, sender, max_parallel=settings.webhook_concurrency)
             print(f"worker: webhooks {sent.delivered}/{sent.attempted} delivered", file=out)
             return 0 if jobs_ok else EXIT_REFUSED
-        run_worker_loops(runtime, sender, interval=args.interval, out=out, err=err)
+        stop = threading.Event()
+        with _stop_on_signals(stop):
+            run_worker_loops(runtime, sender, interval=args.interval, out=out, err=err, stop=stop)
+        print("worker: stopped; deliveries in flight finished", file=out, flush=True)
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
         runtime.engine.dispose()
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop``: the loops end their pass and deliveries in flight finish.
+
+    Dying mid-attempt would leave its lease to run out and the webhook to be sent
+    again later; finishing records the attempt (each is bounded by its deadline,
+    well inside an orchestrator's grace period).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        number: signal.signal(number, lambda *_: stop.set())
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def run_worker_loops(
@@ -484,8 +511,10 @@ def _serve(
         bind,
         "--workers",
         str(workers),
+        # SIGTERM: the master closes the listening sockets at once (new connections
+        # are refused) and gives requests in flight this long to finish.
         "--graceful-timeout",
-        "20",
+        str(settings.graceful_timeout_seconds),
         "handlers.app:app_from_environment()",
     ]
     print(

@@ -82,6 +82,8 @@ class Settings:
     swagger_ui: bool = True
     teams_app_package_max_bytes: int = 1024 * 1024
     graph_retry_budget_seconds: float = 30.0
+    # Operations (issue 11): shutdown.
+    graceful_timeout_seconds: int = 30
 
     @property
     def redirect_uri(self) -> str:
@@ -246,6 +248,12 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(by mode)",
         "`1` serves Swagger UI at `/ui/`: on in sandbox, off in production.",
     ),
+    # Operations.
+    "GRACEFUL_TIMEOUT_SECONDS": (
+        "30",
+        "On SIGTERM, requests in flight get this long to finish before workers are stopped "
+        "(5-600); keep the orchestrator's grace period longer.",
+    ),
 }
 
 _UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
@@ -359,6 +367,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     }
     trusted_proxies = parse("TRUSTED_PROXIES", _networks, "")
     swagger_ui = parse("SWAGGER_UI", _flag, sandbox)
+    graceful_timeout = parse("GRACEFUL_TIMEOUT_SECONDS", _int_between(5, 600), 30)
 
     if problems:
         raise SettingsError(problems)
@@ -407,6 +416,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         swagger_ui=swagger_ui,
         teams_app_package_max_bytes=package_max,
         graph_retry_budget_seconds=retry_budget,
+        graceful_timeout_seconds=graceful_timeout,
     )
 
 
