@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 from broker import errors, providers
 from broker.migrate import pending_revisions, upgrade_database
+from broker.observability import configure_logging
 from broker.retention import enforce_retention
 from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, SettingsError, load_settings
@@ -151,6 +152,8 @@ def main(
     if args.command == "serve":
         return _serve(settings, args, env, err)
     if args.command == "worker":
+        if env is None:  # the console command: JSON lines like the server's
+            configure_logging(settings.log_level)
         return _worker(settings, args, out, err)
     runtime = open_runtime(settings, with_microsoft=False)
     try:
