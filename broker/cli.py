@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from broker import errors, providers
+from broker.metrics import MULTIPROC_ENV, reset_multiprocess_dir
 from broker.migrate import pending_revisions, upgrade_database
 from broker.observability import configure_logging
 from broker.retention import enforce_retention
@@ -505,9 +506,16 @@ def _serve(
             return EXIT_SCHEMA
     finally:
         runtime.engine.dispose()
+    environment = dict(env if env is not None else os.environ)
+    if settings.metrics_bind:
+        # Every worker writes its metrics here; the master sums them (see broker.metrics).
+        metrics_dir = environment.setdefault(MULTIPROC_ENV, str(settings.data_dir / "metrics"))
+        reset_multiprocess_dir(metrics_dir)
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
     command = [
         gunicorn,
+        "--config",
+        "python:handlers.gunicorn_hooks",
         "--worker-class",
         "handlers.worker.BrokerWorker",
         "--bind",
@@ -523,8 +531,10 @@ def _serve(
     print(
         f"ctt-broker: serving on http://{bind} ({settings.mode} mode, {workers} workers)", file=err
     )
+    if settings.metrics_bind:
+        print(f"ctt-broker: metrics on http://{settings.metrics_bind}/metrics", file=err)
     # Exec, not a child process: gunicorn becomes PID 1 in a container and gets the signals.
-    os.execvpe(command[0], command, dict(env if env is not None else os.environ))  # noqa: S606
+    os.execvpe(command[0], command, environment)  # noqa: S606
     return 0  # pragma: no cover - exec does not return
 
 

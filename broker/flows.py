@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from broker import errors, flow_store
+from broker import errors, flow_store, metrics
 from broker.action_items import hash_handle
 from broker.callbacks import check_callback_url, is_loopback_host
 from broker.catalog import ActionSpec
@@ -160,6 +160,7 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     record_launch(
         runtime, current, jti=flow_state.jti, msal_flow=msal_flow, expires_at=flow_state.expires_at
     )
+    metrics.flow_started(item.action_type)
     return Launch(
         location=location,
         cookie_name=cookie_name(runtime, flow_state.jti),
@@ -216,6 +217,7 @@ def complete(
     outcome = _outcome(runtime, item, current.tenant_id, provider, response, claim, flow_state)
     recorded = record_outcome(runtime, claim, item, outcome)
     annotate(errorCode=recorded.outcome.error_code)
+    metrics.flow_finished(item.action_type, recorded.outcome.status, recorded.outcome.error_code)
     return Completion(
         outcome=recorded.outcome,
         delivery=delivery_for(runtime, item, recorded),

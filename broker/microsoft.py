@@ -38,6 +38,7 @@ from broker import errors
 from broker.catalog import ActionSpec
 from broker.credentials import Credentials
 from broker.id_tokens import IdTokenClaims, JwksCache, validate_id_token
+from broker.metrics import MeteredTransport
 from broker.settings import Settings
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
@@ -110,7 +111,7 @@ def make_http_client(settings: Settings) -> httpx.Client:
             settings.login_host, settings.login_transport_url, inner, settings.graph_host
         )
     return httpx.Client(
-        transport=inner,
+        transport=MeteredTransport(inner),
         trust_env=False,
         timeout=settings.microsoft_timeout_seconds,
         follow_redirects=False,

@@ -82,8 +82,9 @@ class Settings:
     swagger_ui: bool = True
     teams_app_package_max_bytes: int = 1024 * 1024
     graph_retry_budget_seconds: float = 30.0
-    # Operations (issue 11): shutdown.
+    # Operations (issue 11): shutdown and metrics.
     graceful_timeout_seconds: int = 30
+    metrics_bind: str = ""
 
     @property
     def redirect_uri(self) -> str:
@@ -254,6 +255,11 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "On SIGTERM, requests in flight get this long to finish before workers are stopped "
         "(5-600); keep the orchestrator's grace period longer.",
     ),
+    "METRICS_BIND": (
+        "(none)",
+        "`HOST:PORT` where `ctt-broker serve` serves Prometheus metrics at `/metrics`, apart "
+        "from the public API (off when unset); keep it on a private network.",
+    ),
 }
 
 _UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
@@ -368,6 +374,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     trusted_proxies = parse("TRUSTED_PROXIES", _networks, "")
     swagger_ui = parse("SWAGGER_UI", _flag, sandbox)
     graceful_timeout = parse("GRACEFUL_TIMEOUT_SECONDS", _int_between(5, 600), 30)
+    metrics_bind = parse("METRICS_BIND", _bind, "")
+    if metrics_bind and metrics_bind == bind:
+        problems.append(
+            f"{PREFIX}METRICS_BIND: must differ from {PREFIX}BIND (never the public API)"
+        )
 
     if problems:
         raise SettingsError(problems)
@@ -417,6 +428,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         teams_app_package_max_bytes=package_max,
         graph_retry_budget_seconds=retry_budget,
         graceful_timeout_seconds=graceful_timeout,
+        metrics_bind=metrics_bind,
     )
 
 

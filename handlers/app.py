@@ -18,7 +18,7 @@ from connexion.resolver import Resolver
 from connexion.validators import VALIDATOR_MAP, FormDataValidator, ParameterValidator
 from starlette.exceptions import HTTPException
 
-from broker import errors, observability
+from broker import errors, metrics, observability
 from broker.ratelimits import RateLimits, open_rate_limits, parse_networks
 from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, load_settings
@@ -95,6 +95,7 @@ def create_app(
     logging.getLogger("ctt_broker").setLevel(settings.log_level)
     if configure_logs:
         observability.configure_logging(settings.log_level)
+    metrics.watch_pool(runtime.engine)
     app = AsyncApp(__name__, specification_dir=str(SPEC_PATH.parent))
     app.add_api(
         SPEC_PATH.name,

@@ -4,7 +4,7 @@
 before its exception middleware, so the first added runs first:
 
 - :class:`RequestLogMiddleware` accepts or creates the ``X-Request-ID``, returns
-  it, and writes the request's one JSON access line;
+  it, writes the request's one JSON access line and counts it in the metrics;
 - :class:`SecurityHeadersMiddleware` adds the headers every answer carries;
 - :class:`RequestGuard` refuses oversized heads, bounds concurrency and
   applies the rate limits, before anything parses the query or body;
@@ -29,7 +29,7 @@ from typing import Any
 from anyio import CapacityLimiter, to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker import errors, observability
+from broker import errors, metrics, observability
 from broker.ratelimits import Network, RateLimits, Verdict, client_ip
 from broker.runtime import Runtime
 from handlers import pages
@@ -394,6 +394,9 @@ class RequestLogMiddleware:
             None,
         )
         request_id = observability.accept_request_id(offered)
+        # Connexion's router writes the operation into a shallow copy of the scope:
+        # an ``extensions`` dict made here is shared with it (uvicorn sends none).
+        extensions: dict[str, Any] = scope.setdefault("extensions", {})
         started = time.perf_counter()
         status = 500
 
@@ -409,16 +412,19 @@ class RequestLogMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                routing = scope.get("extensions", {}).get("connexion_routing", {})
+                routing = extensions.get("connexion_routing", {})
+                operation_id = spec_operation_id(routing.get("operation_id"))
+                duration = time.perf_counter() - started
                 observability.log_access(
                     observability.access_line(
                         record,
                         method=scope["method"],
-                        operation_id=spec_operation_id(routing.get("operation_id")),
+                        operation_id=operation_id,
                         status=status,
-                        duration_seconds=time.perf_counter() - started,
+                        duration_seconds=duration,
                     )
                 )
+                metrics.observe_request(operation_id, status, duration)
 
 
 def spec_operation_id(resolved: str | None) -> str | None:
