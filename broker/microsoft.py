@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import certifi
 import httpx
 import jwt
 import msal
@@ -103,9 +105,18 @@ class LoginHostTransport(httpx.BaseTransport):
         self._inner.close()
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Public CAs (certifi) plus ``CTT_CA_BUNDLE``'s; the client's ``trust_env=False`` keeps
+    ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE`` and proxy variables out of it."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.ca_bundle:
+        context.load_verify_locations(cafile=settings.ca_bundle)
+    return context
+
+
 def make_http_client(settings: Settings) -> httpx.Client:
     """The HTTP client for every call to Microsoft."""
-    inner: httpx.BaseTransport = httpx.HTTPTransport(retries=1)
+    inner: httpx.BaseTransport = httpx.HTTPTransport(retries=1, verify=tls_context(settings))
     if settings.login_transport_url:
         inner = LoginHostTransport(
             settings.login_host, settings.login_transport_url, inner, settings.graph_host

@@ -85,6 +85,8 @@ class Settings:
     # Operations (issue 11): shutdown and metrics.
     graceful_timeout_seconds: int = 30
     metrics_bind: str = ""
+    # Production configuration (issue 11): extra trust anchors for calls to Microsoft.
+    ca_bundle: str = ""
 
     @property
     def redirect_uri(self) -> str:
@@ -168,8 +170,8 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
     "STATE_KEYS": (
         "(generated in DATA_DIR)",
-        "State signing keys `kid:base64url-secret,...` (first signs, all verify). Required in "
-        "production.",
+        "State signing keys `kid:base64url-secret,...` (first signs, all verify), or "
+        "`@/path/file` holding them. Required in production.",
     ),
     "RESULT_SIGNING_KEY_FILE": (
         "(generated in DATA_DIR)",
@@ -187,7 +189,8 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "EVENT_KEYS": (
         "(generated in DATA_DIR)",
         "Keys sealing tokens in events until delivery (AES-256-GCM), `kid:base64url-secret,...` "
-        "(first seals, all open; 32+ bytes each). Required in production.",
+        "(first seals, all open; 32+ bytes each), or `@/path/file` holding them. Required in "
+        "production.",
     ),
     "OUTCOME_WRITE_PATIENCE_SECONDS": (
         "20",
@@ -254,6 +257,12 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "30",
         "On SIGTERM, requests in flight get this long to finish before workers are stopped "
         "(5-600); keep the orchestrator's grace period longer.",
+    ),
+    "CA_BUNDLE": (
+        "(none)",
+        "PEM file of extra CA certificates trusted for calls to Microsoft, besides the "
+        "public ones (private PKI, a TLS-inspecting proxy). Proxy variables and "
+        "`REQUESTS_CA_BUNDLE` are ignored.",
     ),
     "METRICS_BIND": (
         "(none)",
@@ -337,6 +346,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         name: raw(name)
         for name in ("APP_CREDENTIALS", "STATE_KEYS", "RESULT_SIGNING_KEY_FILE", "EVENT_KEYS")
     }
+    for name in ("STATE_KEYS", "EVENT_KEYS"):
+        # `@/run/secrets/file`: the keys come from a file (a mounted secret), not the environment.
+        if secrets_given[name].startswith("@"):
+            try:
+                secrets_given[name] = Path(secrets_given[name][1:]).read_text("utf-8").strip()
+            except OSError as exc:
+                problems.append(f"{PREFIX}{name}: cannot read {exc.filename}")
+                secrets_given[name] = ""
     if mode == "production":
         problems.extend(
             f"{PREFIX}{name}: required in production mode"
@@ -375,6 +392,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     swagger_ui = parse("SWAGGER_UI", _flag, sandbox)
     graceful_timeout = parse("GRACEFUL_TIMEOUT_SECONDS", _int_between(5, 600), 30)
     metrics_bind = parse("METRICS_BIND", _bind, "")
+    ca_bundle = parse("CA_BUNDLE", _readable_file, "")
     if metrics_bind and metrics_bind == bind:
         problems.append(
             f"{PREFIX}METRICS_BIND: must differ from {PREFIX}BIND (never the public API)"
@@ -429,6 +447,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         graph_retry_budget_seconds=retry_budget,
         graceful_timeout_seconds=graceful_timeout,
         metrics_bind=metrics_bind,
+        ca_bundle=ca_bundle,
     )
 
 
@@ -536,6 +555,12 @@ def _flag(value: str) -> bool:
     if value not in ("0", "1"):
         raise ValueError(f"{value!r} is not 0 or 1")
     return value == "1"
+
+
+def _readable_file(value: str) -> str:
+    if not Path(value).is_file():
+        raise ValueError(f"{value!r} is not a readable file")
+    return value
 
 
 def _bind(value: str) -> str:
