@@ -33,3 +33,17 @@ def test_examples_only_use_exported_metrics(runtime: Runtime, name: str) -> None
     }
     used = set(re.findall(r"\bctt_[a-z_]+", text)) - {"ctt_broker"}
     assert used and used <= exported, used - exported
+
+
+def test_compose_uses_only_known_settings_and_the_wheel_image() -> None:
+    from broker.settings import DOCUMENTED, PREFIX
+
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text("utf-8"))
+    assert set(compose["services"]) >= {"broker", "worker", "postgres", "redis", "migrate"}
+    for name in ("broker", "worker", "migrate"):
+        settings = compose["services"][name]["environment"]
+        assert settings["CTT_MODE"] == "production"
+        unknown = [key for key in settings if key[len(PREFIX) :] not in DOCUMENTED]
+        assert unknown == []
+    dockerfile = (DEPLOY.parent / "Dockerfile").read_text("utf-8")
+    assert "pip install --no-cache-dir /tmp/ctt_broker-*.whl" in dockerfile
