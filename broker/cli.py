@@ -14,6 +14,7 @@
     ctt-broker provider rotate-webhook-secret PROVIDER [--overlap SECONDS]
     ctt-broker provider redeliver-webhooks PROVIDER [--since TIME] [--until TIME] [--pending-only]
     ctt-broker worker [--once] [--interval SECONDS]
+    ctt-broker microsoft check
 
 PROVIDER is a provider id (``prv_...``) or name. Exit codes: 0 done, 1 refused
 (the message carries the error code), 2 bad arguments, 3 invalid settings,
@@ -123,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
     worker.add_argument("--interval", type=float, default=10.0, metavar="SECONDS")
+    microsoft = commands.add_parser("microsoft", help="the Microsoft side").add_subparsers(
+        dest="microsoft_command", required=True, metavar="ACTION"
+    )
+    microsoft.add_parser(
+        "check", help="an app-only token per configured app in its home tenant; exit 1 if any fails"
+    )
     commands.add_parser(
         "sandbox-provider",
         help="sandbox only: create the demo provider once and show its API key",
@@ -152,6 +159,8 @@ def main(
         return EXIT_SETTINGS
     if args.command == "serve":
         return _serve(settings, args, env, err)
+    if args.command == "microsoft":
+        return _microsoft_check(settings, out)
     if args.command == "worker":
         if env is None:  # the console command: JSON lines like the server's
             configure_logging(settings.log_level)
@@ -173,6 +182,28 @@ def main(
     except errors.BrokerError as exc:
         print(f"ctt-broker: {exc.code}: {exc.detail}", file=err)
         return EXIT_REFUSED
+    finally:
+        runtime.engine.dispose()
+
+
+def _microsoft_check(settings: Settings, out: TextIO) -> int:
+    """One line per app: what works, or the AADSTS code and Microsoft's fix."""
+    runtime = open_runtime(settings)
+    try:
+        failed = 0
+        for app in runtime.keys.apps:
+            check = runtime.ms.check_app(app)
+            where = f"{check.client_id} in {check.tenant or '?'}"
+            if check.ok:
+                print(f"ok     {app} ({where}): {check.detail}", file=out)
+                continue
+            failed += 1
+            code = f" AADSTS{check.aadsts}" if check.aadsts else ""
+            print(f"FAILED {app} ({where}):{code} {check.detail}", file=out)
+            if check.fix:
+                print(f"       fix: {check.fix}", file=out)
+        print(f"{len(runtime.keys.apps) - failed} of {len(runtime.keys.apps)} apps ok", file=out)
+        return EXIT_REFUSED if failed else 0
     finally:
         runtime.engine.dispose()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class AppCredential:
 
     client_id: str
     client_secret: str = field(repr=False)
+    home_tenant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class Credentials:
                 }
             ]
         }
+
+
+# A tenant GUID or a verified domain: what Microsoft accepts in the authority path.
+_TENANT = re.compile(r"[0-9a-fA-F-]{36}|[A-Za-z0-9][A-Za-z0-9.-]{0,252}\.[A-Za-z]{2,63}")
 
 
 def sandbox_app_credentials(catalog: Catalog) -> dict[str, AppCredential]:
@@ -124,7 +130,11 @@ def _app_credentials(
         ):
             problems.append(f"CTT_APP_CREDENTIALS: {app!r} needs clientId and clientSecret")
             continue
-        apps[app] = AppCredential(entry["clientId"], entry["clientSecret"])
+        home = entry.get("homeTenantId")
+        if home is not None and not (isinstance(home, str) and _TENANT.fullmatch(home)):
+            problems.append(f"CTT_APP_CREDENTIALS: {app!r} homeTenantId is not a tenant id")
+            continue
+        apps[app] = AppCredential(entry["clientId"], entry["clientSecret"], home)
     return apps
 
 

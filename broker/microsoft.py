@@ -179,6 +179,42 @@ class ConsentCheck:
     roles: tuple[str, ...]
 
 
+# Microsoft's own advice for the codes an app-only token request meets when an
+# app registration or its credential is wrong (learn.microsoft.com, "Microsoft
+# Entra authentication and authorization error codes"), in short.
+AADSTS_FIXES = {
+    "7000215": "Invalid client secret: use the secret's Value (not its Secret ID) from "
+    "Certificates & secrets, or create a new secret.",
+    "7000222": "The client secret has expired: create a new one under Certificates & "
+    "secrets and update CTT_APP_CREDENTIALS.",
+    "700016": "Application not found in the directory: check clientId, and that "
+    "homeTenantId is the tenant the app is registered in.",
+    "700027": "The client assertion's signature is invalid: upload the certificate whose "
+    "key signs it to the app registration.",
+    "90002": "Tenant not found: check homeTenantId (a tenant GUID or a verified domain).",
+    "900023": "The tenant is not a valid tenant id or domain: check homeTenantId.",
+    "7000229": "The app has no service principal in this tenant: register it there or "
+    "have an admin consent to it.",
+    "500011": "The resource principal (Microsoft Graph) was not found in the tenant: "
+    "check the tenant and CTT_GRAPH_HOST.",
+    "1002012": "The scope is not valid for client credentials: it must end in /.default.",
+    "50059": "No tenant was named: set homeTenantId for this app.",
+}
+
+
+@dataclass(frozen=True)
+class AppCheck:
+    """Whether one app registration gets an app-only token in its home tenant."""
+
+    app: str
+    client_id: str
+    tenant: str | None
+    ok: bool
+    detail: str
+    aadsts: str | None = None
+    fix: str | None = None
+
+
 class Microsoft:
     """The broker's side of the Microsoft identity platform."""
 
@@ -272,6 +308,41 @@ class Microsoft:
             visible=True,
             tenant_id=claims.get("tid") if isinstance(claims.get("tid"), str) else None,
             roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
+        )
+
+    def check_app(self, app: str) -> AppCheck:
+        """Ask for an app-only token for ``app`` in its home tenant; say what is wrong if none."""
+        credential = self._credentials.app(app)
+        tenant = credential.home_tenant_id
+        if tenant is None:
+            return AppCheck(
+                app,
+                credential.client_id,
+                None,
+                False,
+                "no homeTenantId in CTT_APP_CREDENTIALS",
+                fix=AADSTS_FIXES["50059"],
+            )
+        try:
+            result = self._call(
+                lambda: self._application(app, tenant).acquire_token_for_client(
+                    scopes=[f"{self._settings.graph_host}/.default"]
+                )
+            )
+        except errors.BrokerError as exc:
+            return AppCheck(app, credential.client_id, tenant, False, f"{exc.code}: {exc.detail}")
+        if "access_token" in result:
+            return AppCheck(app, credential.client_id, tenant, True, "app-only token issued")
+        error = microsoft_error(result.get("error"), result.get("error_description"))
+        aadsts = error.extra.get("aadsts")
+        return AppCheck(
+            app,
+            credential.client_id,
+            tenant,
+            False,
+            error.detail,
+            aadsts=aadsts,
+            fix=AADSTS_FIXES.get(aadsts or "", "See Microsoft's AADSTS error code reference."),
         )
 
     # -- sign-in ---------------------------------------------------------------

@@ -165,7 +165,8 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
     "APP_CREDENTIALS": (
         "(sandbox credentials)",
-        "JSON `{app: {clientId, clientSecret}}` for every `app` of the action catalog, or "
+        "JSON `{app: {clientId, clientSecret, homeTenantId}}` for every `app` of the action "
+        "catalog (`homeTenantId`, optional, is what `microsoft check` uses), or "
         "`@/path/file.json`. Required in production.",
     ),
     "STATE_KEYS": (

@@ -65,6 +65,8 @@ class AppRegistration:
     delegated_scopes: tuple[str, ...] = ()
     """Microsoft Graph delegated permissions the app may ask for at sign-in (short names)."""
     allow_personal_accounts: bool = False
+    home_tenant_id: str | None = None
+    """The tenant the app is registered in: its service principal always exists there."""
 
 
 @dataclass(frozen=True)

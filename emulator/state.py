@@ -872,6 +872,8 @@ class Emulator:
             )
         tenant = audience.specific
         roles = None if tenant.personal else self._visible_roles(tenant.tenant_id, app.client_id)
+        if roles is None and tenant.tenant_id == app.home_tenant_id:
+            roles = ()  # the home tenant holds the app's service principal, consent or not
         if roles is None:
             raise unknown_client(app.client_id, tenant.tenant_id)
         now = self.now()
