@@ -140,6 +140,12 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "`https://login.microsoftonline.com` (national clouds use their own); sandbox: "
         "`https://login.emulator.test`, the emulator.",
     ),
+    "CLOUD": (
+        "public",
+        "`public`, `usgov` (GCC High, L4), `usgov-dod` (L5) or `china` (21Vianet): sets the "
+        "login and Graph hosts; `CTT_LOGIN_HOST` and `CTT_GRAPH_HOST` override it. App "
+        "registrations must be made in that cloud.",
+    ),
     "LOGIN_BROWSER_URL": (
         "(by mode)",
         "Where the admin's browser reaches the login host. Production: LOGIN_HOST; sandbox: "
@@ -151,7 +157,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(default `http://127.0.0.1:8400`, the emulator). Refused in production.",
     ),
     "GRAPH_HOST": (
-        "https://graph.microsoft.com",
+        "(by cloud)",
         "Microsoft Graph host (the `/.default` scope; the Teams app catalog calls). In the "
         "sandbox, calls to it go to LOGIN_TRANSPORT_URL like the login host's.",
     ),
@@ -272,11 +278,20 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
 }
 
-_UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
+_UNSET = ("(by cloud)", "(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
 MICROSOFT_LOGIN_HOST = "https://login.microsoftonline.com"
 EMULATOR_LOGIN_HOST = "https://login.emulator.test"
 EMULATOR_URL = "http://127.0.0.1:8400"
 MICROSOFT_GRAPH_HOST = "https://graph.microsoft.com"
+# Login (Entra ID) and Graph hosts per cloud, from learn.microsoft.com/graph/deployments
+# ("App registration and token service root endpoints", "Microsoft Graph ... service root
+# endpoints"). US Government L4 (GCC High) and L5 (DoD) share the login host.
+CLOUDS = {
+    "public": ("https://login.microsoftonline.com", "https://graph.microsoft.com"),
+    "usgov": ("https://login.microsoftonline.us", "https://graph.microsoft.us"),
+    "usgov-dod": ("https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
+    "china": ("https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
+}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -323,11 +338,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = parse("LOG_LEVEL", _choice(LOG_LEVELS), "INFO")
     # The sandbox never talks to Microsoft: its defaults point at the emulator.
     sandbox = mode == "sandbox"
+    cloud = parse("CLOUD", _choice(tuple(CLOUDS)), "public")
+    cloud_login, cloud_graph = CLOUDS[cloud]
+    # A cloud named in the sandbox is played by the emulator under that cloud's host names.
+    sandbox_login = cloud_login if source.get(PREFIX + "CLOUD") else EMULATOR_LOGIN_HOST
     login_host = parse(
         "LOGIN_HOST",
         _https_base_url,
         MICROSOFT_LOGIN_HOST,
-        EMULATOR_LOGIN_HOST if sandbox else MICROSOFT_LOGIN_HOST,
+        sandbox_login if sandbox else cloud_login,
     )
     login_browser_url = parse(
         "LOGIN_BROWSER_URL", _base_url, login_host, EMULATOR_URL if sandbox else login_host
@@ -338,7 +357,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     login_transport_url = parse("LOGIN_TRANSPORT_URL", _base_url, None, transport) or None
     if login_transport_url and not sandbox:
         problems.append(f"{PREFIX}LOGIN_TRANSPORT_URL: only allowed in sandbox mode")
-    graph_host = parse("GRAPH_HOST", _https_base_url, MICROSOFT_GRAPH_HOST)
+    graph_host = parse("GRAPH_HOST", _https_base_url, MICROSOFT_GRAPH_HOST, cloud_graph)
     package_max = parse(
         "TEAMS_APP_PACKAGE_MAX_BYTES", _int_between(4096, 10 * 1024 * 1024), 1048576
     )

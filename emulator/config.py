@@ -77,6 +77,8 @@ class EmulatorConfig:
     """The login host MSAL is pointed at; issuers are `{issuer_base_url}/{tid}/v2.0`."""
     browser_base_url: str | None = None
     """Where a real browser reaches the interactive pages; defaults to `issuer_base_url`."""
+    graph_resource: str = GRAPH_RESOURCE
+    """The cloud's Graph host: `{this}/.default` is accepted besides the public one."""
     tenants: tuple[Tenant, ...] = ()
     apps: tuple[AppRegistration, ...] = ()
     consent_propagation_delay: float = 0.0

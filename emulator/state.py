@@ -862,7 +862,12 @@ class Emulator:
                 error="invalid_request",
             )
         scope = form.get("scope", "")
-        if scope.strip() not in (GRAPH_DEFAULT_SCOPE, f"{GRAPH_APP_ID}/.default"):
+        accepted = (
+            GRAPH_DEFAULT_SCOPE,
+            f"{GRAPH_APP_ID}/.default",
+            f"{self._config.graph_resource}/.default",
+        )
+        if scope.strip() not in accepted:
             raise EntraError(
                 1002012,
                 f"The provided value for scope {scope} is not valid. Client credential flows "
