@@ -452,7 +452,9 @@ class Microsoft:
         credential = self._credentials.app(app)
         return msal.ConfidentialClientApplication(
             credential.client_id,
-            client_credential=credential.client_secret,
+            client_credential=credential.msal_credential(
+                f"{self._settings.login_host}/{tenant}/oauth2/v2.0/token"
+            ),
             authority=f"{self._settings.login_host}/{tenant}",
             http_client=self._http,
             # The login host is a setting (national clouds, the emulator): no discovery

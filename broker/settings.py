@@ -172,8 +172,9 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "APP_CREDENTIALS": (
         "(sandbox credentials)",
         "JSON `{app: {clientId, clientSecret, homeTenantId}}` for every `app` of the action "
-        "catalog (`homeTenantId`, optional, is what `microsoft check` uses), or "
-        "`@/path/file.json`. Required in production.",
+        "catalog (`homeTenantId`, optional, is what `microsoft check` uses); a certificate "
+        "instead of the secret: `certificateKeyFile` (PEM key) with `certificateFile` (PEM) "
+        "or `certificateThumbprint`. Or `@/path/file.json`. Required in production.",
     ),
     "STATE_KEYS": (
         "(generated in DATA_DIR)",

@@ -34,10 +34,12 @@ once, in your own (the provider's) Microsoft Entra tenant: its *home tenant*.
    own tenant for the enterprises: each enterprise's Global Admin grants it through the
    broker's link (the admin consent endpoint), and the broker confirms the grant with an
    app-only token in that tenant.
-4. Certificates & secrets: add a client secret and copy its **Value** (not its Secret ID)
-   into `CTT_APP_CREDENTIALS`. Microsoft recommends certificates over secrets for
-   production; rotate secrets before they expire (`ctt-broker microsoft check` reports
-   AADSTS7000222 when one has).
+4. Certificates & secrets: Microsoft recommends a **certificate**: upload its public
+   certificate (.cer/.pem) and give the broker the PEM private key
+   (`certificateKeyFile`) with the certificate (`certificateFile`) or its thumbprint
+   (`certificateThumbprint`); the broker signs a client assertion per token request. Or
+   add a client secret and copy its **Value** (not its Secret ID) as `clientSecret`;
+   rotate it before it expires (`ctt-broker microsoft check` reports AADSTS7000222).
 5. Branding & properties: set the publisher domain, then complete **publisher
    verification** (a Microsoft AI Cloud Partner Program ID). Without it the consent screen
    marks the app "unverified", and tenants that restrict consent to verified publishers

@@ -67,6 +67,8 @@ class AppRegistration:
     allow_personal_accounts: bool = False
     home_tenant_id: str | None = None
     """The tenant the app is registered in: its service principal always exists there."""
+    certificates: tuple[str, ...] = ()
+    """PEM certificates whose keys may sign client assertions (certificate credentials)."""
 
 
 @dataclass(frozen=True)
