@@ -78,6 +78,7 @@ def test_launch_callback_and_redeem_share_a_request_chain(
     assert callback["launchRequestId"] == "launch-0001"
     assert callback["requestId"] == answer.headers["x-request-id"] != "launch-0001"
     for line in (launch, callback, redeem):
+        print(json.dumps(line))
         assert line["actionItemId"] == item_id
         assert line["providerId"] == world.provider_id
         assert isinstance(line["durationMs"], float)
