@@ -16,6 +16,7 @@
     ctt-broker provider rotate-webhook-secret PROVIDER [--overlap SECONDS]
     ctt-broker provider redeliver-webhooks PROVIDER [--since TIME] [--until TIME] [--pending-only]
     ctt-broker worker [--once] [--interval SECONDS]
+    ctt-broker microsoft check
 
 PROVIDER is a provider id (``prv_...``) or name. Exit codes: 0 done, 1 refused
 (the message carries the error code), 2 bad arguments, 3 invalid settings,
@@ -28,13 +29,17 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from broker import errors, providers
+from broker.metrics import MULTIPROC_ENV, reset_multiprocess_dir
 from broker.migrate import pending_revisions, upgrade_database
+from broker.observability import configure_logging
 from broker.retention import enforce_retention
 from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, SettingsError, load_settings
@@ -129,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
     worker.add_argument("--interval", type=float, default=10.0, metavar="SECONDS")
+    microsoft = commands.add_parser("microsoft", help="the Microsoft side").add_subparsers(
+        dest="microsoft_command", required=True, metavar="ACTION"
+    )
+    microsoft.add_parser(
+        "check", help="an app-only token per configured app in its home tenant; exit 1 if any fails"
+    )
     commands.add_parser(
         "sandbox-provider",
         help="sandbox only: create the demo provider once and show its API key",
@@ -158,7 +169,11 @@ def main(
         return EXIT_SETTINGS
     if args.command == "serve":
         return _serve(settings, args, env, err)
+    if args.command == "microsoft":
+        return _microsoft_check(settings, out)
     if args.command == "worker":
+        if env is None:  # the console command: JSON lines like the server's
+            configure_logging(settings.log_level)
         return _worker(settings, args, out, err)
     runtime = open_runtime(settings, with_microsoft=False)
     try:
@@ -177,6 +192,28 @@ def main(
     except errors.BrokerError as exc:
         print(f"ctt-broker: {exc.code}: {exc.detail}", file=err)
         return EXIT_REFUSED
+    finally:
+        runtime.engine.dispose()
+
+
+def _microsoft_check(settings: Settings, out: TextIO) -> int:
+    """One line per app: what works, or the AADSTS code and Microsoft's fix."""
+    runtime = open_runtime(settings)
+    try:
+        failed = 0
+        for app in runtime.keys.apps:
+            check = runtime.ms.check_app(app)
+            where = f"{check.client_id} in {check.tenant or '?'}"
+            if check.ok:
+                print(f"ok     {app} ({where}): {check.detail}", file=out)
+                continue
+            failed += 1
+            code = f" AADSTS{check.aadsts}" if check.aadsts else ""
+            print(f"FAILED {app} ({where}):{code} {check.detail}", file=out)
+            if check.fix:
+                print(f"       fix: {check.fix}", file=out)
+        print(f"{len(runtime.keys.apps) - failed} of {len(runtime.keys.apps)} apps ok", file=out)
+        return EXIT_REFUSED if failed else 0
     finally:
         runtime.engine.dispose()
 
@@ -200,12 +237,37 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
             sent = deliver_due(runtime, sender, max_parallel=settings.webhook_concurrency)
             print(f"worker: webhooks {sent.delivered}/{sent.attempted} delivered", file=out)
             return 0 if jobs_ok else EXIT_REFUSED
-        run_worker_loops(runtime, sender, interval=args.interval, out=out, err=err)
+        stop = threading.Event()
+        with _stop_on_signals(stop):
+            run_worker_loops(runtime, sender, interval=args.interval, out=out, err=err, stop=stop)
+        print("worker: stopped; deliveries in flight finished", file=out, flush=True)
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
         runtime.engine.dispose()
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop``: the loops end their pass and deliveries in flight finish.
+
+    Dying mid-attempt would leave its lease to run out and the webhook to be sent
+    again later; finishing records the attempt (each is bounded by its deadline,
+    well inside an orchestrator's grace period).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        number: signal.signal(number, lambda *_: stop.set())
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def run_worker_loops(
@@ -507,24 +569,35 @@ def _serve(
             return EXIT_SCHEMA
     finally:
         runtime.engine.dispose()
+    environment = dict(env if env is not None else os.environ)
+    if settings.metrics_bind:
+        # Every worker writes its metrics here; the master sums them (see broker.metrics).
+        metrics_dir = environment.setdefault(MULTIPROC_ENV, str(settings.data_dir / "metrics"))
+        reset_multiprocess_dir(metrics_dir)
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
     command = [
         gunicorn,
+        "--config",
+        "python:handlers.gunicorn_hooks",
         "--worker-class",
         "handlers.worker.BrokerWorker",
         "--bind",
         bind,
         "--workers",
         str(workers),
+        # SIGTERM: the master closes the listening sockets at once (new connections
+        # are refused) and gives requests in flight this long to finish.
         "--graceful-timeout",
-        "20",
+        str(settings.graceful_timeout_seconds),
         "handlers.app:app_from_environment()",
     ]
     print(
         f"ctt-broker: serving on http://{bind} ({settings.mode} mode, {workers} workers)", file=err
     )
+    if settings.metrics_bind:
+        print(f"ctt-broker: metrics on http://{settings.metrics_bind}/metrics", file=err)
     # Exec, not a child process: gunicorn becomes PID 1 in a container and gets the signals.
-    os.execvpe(command[0], command, dict(env if env is not None else os.environ))  # noqa: S606
+    os.execvpe(command[0], command, environment)  # noqa: S606
     return 0  # pragma: no cover - exec does not return
 
 

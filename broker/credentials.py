@@ -10,13 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.catalog import Catalog
@@ -35,6 +39,46 @@ class AppCredential:
 
     client_id: str
     client_secret: str = field(repr=False)
+    home_tenant_id: str | None = None
+    certificate: CertificateCredential | None = None
+
+    def msal_credential(self, token_endpoint: str) -> str | dict[str, Any]:
+        """What MSAL takes as ``client_credential``: the secret, or a client assertion.
+
+        A certificate signs a fresh assertion (RFC 7523; RS256, ``x5t`` = the SHA-1
+        thumbprint) at every token request. We sign it ourselves: MSAL's own assertion is
+        bytes, which an httpx client sends as the text ``b'...'`` (AADSTS50027).
+        """
+        if self.certificate is None:
+            return self.client_secret
+        certificate = self.certificate
+
+        def assertion() -> str:
+            now = int(time.time())
+            claims = {
+                "aud": token_endpoint,
+                "iss": self.client_id,
+                "sub": self.client_id,
+                "jti": str(uuid.uuid4()),
+                "nbf": now,
+                "iat": now,
+                "exp": now + 600,
+            }
+            x5t = b64url(bytes.fromhex(certificate.thumbprint))
+            return jwt.encode(
+                claims, certificate.private_key, algorithm="RS256", headers={"x5t": x5t}
+            )
+
+        return {"client_assertion": assertion}
+
+
+@dataclass(frozen=True)
+class CertificateCredential:
+    """A certificate credential (Microsoft's recommendation over client secrets)."""
+
+    private_key: str = field(repr=False)
+    thumbprint: str
+    public_certificate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +114,10 @@ class Credentials:
                 }
             ]
         }
+
+
+# A tenant GUID or a verified domain: what Microsoft accepts in the authority path.
+_TENANT = re.compile(r"[0-9a-fA-F-]{36}|[A-Za-z0-9][A-Za-z0-9.-]{0,252}\.[A-Za-z]{2,63}")
 
 
 def sandbox_app_credentials(catalog: Catalog) -> dict[str, AppCredential]:
@@ -119,13 +167,55 @@ def _app_credentials(
     apps: dict[str, AppCredential] = {}
     for app in dict.fromkeys(spec.app for spec in catalog.actions):
         entry = document.get(app) if isinstance(document, dict) else None
-        if not isinstance(entry, dict) or not all(
-            isinstance(entry.get(k), str) and entry.get(k) for k in ("clientId", "clientSecret")
-        ):
-            problems.append(f"CTT_APP_CREDENTIALS: {app!r} needs clientId and clientSecret")
+        if not isinstance(entry, dict) or not isinstance(entry.get("clientId"), str):
+            problems.append(f"CTT_APP_CREDENTIALS: {app!r} needs clientId")
             continue
-        apps[app] = AppCredential(entry["clientId"], entry["clientSecret"])
+        certificate = None
+        if entry.get("certificateKeyFile"):
+            certificate = _certificate_credential(app, entry, problems)
+            if certificate is None:
+                continue
+        elif not (isinstance(entry.get("clientSecret"), str) and entry["clientSecret"]):
+            problems.append(
+                f"CTT_APP_CREDENTIALS: {app!r} needs clientSecret or certificateKeyFile"
+            )
+            continue
+        home = entry.get("homeTenantId")
+        if home is not None and not (isinstance(home, str) and _TENANT.fullmatch(home)):
+            problems.append(f"CTT_APP_CREDENTIALS: {app!r} homeTenantId is not a tenant id")
+            continue
+        apps[app] = AppCredential(
+            entry["clientId"], entry.get("clientSecret") or "", home, certificate
+        )
     return apps
+
+
+def _certificate_credential(
+    app: str, entry: Mapping[str, Any], problems: list[str]
+) -> CertificateCredential | None:
+    """``certificateKeyFile`` (PEM private key) with ``certificateFile`` (PEM certificate,
+    whose thumbprint is computed) or ``certificateThumbprint`` (hex SHA-1, as the portal shows)."""
+    where = f"CTT_APP_CREDENTIALS: {app!r}"
+    try:
+        key_pem = Path(str(entry["certificateKeyFile"])).read_text("utf-8")
+        serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (OSError, ValueError, TypeError):
+        problems.append(f"{where} certificateKeyFile is not a readable unencrypted PEM key")
+        return None
+    if entry.get("certificateFile"):
+        try:
+            cert_pem = Path(str(entry["certificateFile"])).read_text("utf-8")
+            certificate = x509.load_pem_x509_certificate(cert_pem.encode())
+        except (OSError, ValueError):
+            problems.append(f"{where} certificateFile is not a readable PEM certificate")
+            return None
+        thumbprint = certificate.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303
+        return CertificateCredential(key_pem, thumbprint, cert_pem)
+    thumbprint = str(entry.get("certificateThumbprint", "")).replace(":", "").upper()
+    if not re.fullmatch(r"[0-9A-F]{40}", thumbprint):
+        problems.append(f"{where} needs certificateFile or a 40-hex certificateThumbprint")
+        return None
+    return CertificateCredential(key_pem, thumbprint)
 
 
 def _state_keyring(

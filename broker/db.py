@@ -167,6 +167,8 @@ flows = Table(
     Column("consumed_at", UtcDateTime),
     Column("claim_token", String(64)),
     Column("claimed_until", UtcDateTime),
+    # The X-Request-ID of the launch, so the callback's log line ties back to it.
+    Column("launch_request_id", String(80)),
 )
 
 # One-time result codes: only the SHA-256 of the code is stored.

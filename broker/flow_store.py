@@ -38,6 +38,7 @@ class FlowRecord:
     jti: str
     action_item_id: str
     consumed: bool
+    launch_request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ def open_flow(
     msal_flow: dict[str, Any] | None,
     created_at: datetime,
     expires_at: datetime,
+    launch_request_id: str | None = None,
 ) -> None:
     """Store a new flow record (in the caller's transaction)."""
     connection.execute(
@@ -77,6 +79,7 @@ def open_flow(
             msal_flow=json.dumps(msal_flow) if msal_flow is not None else None,
             created_at=created_at,
             expires_at=expires_at,
+            launch_request_id=launch_request_id,
         )
     )
 
@@ -85,12 +88,17 @@ def read_flow(runtime: Runtime, jti: str) -> FlowRecord | None:
     """The flow record of ``jti``, or None when there is none (purged or never opened)."""
     with runtime.engine.connect() as connection:
         row = connection.execute(
-            select(flows.c.action_item_id, flows.c.consumed_at).where(flows.c.jti == jti)
+            select(flows.c.action_item_id, flows.c.consumed_at, flows.c.launch_request_id).where(
+                flows.c.jti == jti
+            )
         ).first()
     if row is None:
         return None
     return FlowRecord(
-        jti=jti, action_item_id=row.action_item_id, consumed=row.consumed_at is not None
+        jti=jti,
+        action_item_id=row.action_item_id,
+        consumed=row.consumed_at is not None,
+        launch_request_id=row.launch_request_id,
     )
 
 

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from broker import errors, flow_store
+from broker import errors, flow_store, metrics
 from broker.action_items import hash_handle
 from broker.callbacks import check_callback_url, is_loopback_host
 from broker.catalog import ActionSpec
@@ -49,6 +49,7 @@ from broker.lifecycle import (
 )
 from broker.microsoft import CallLog, microsoft_error
 from broker.microsoft_return import MicrosoftReturn, missing_fields, read_return
+from broker.observability import annotate
 from broker.outcomes import Delivery, delivery_for, record_outcome
 from broker.providers import Provider, get_provider
 from broker.runtime import Runtime
@@ -130,6 +131,11 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     except errors.BrokerError as exc:
         raise exc.concerning(current.item.provider_id) from None
     item, tenant_id = current.item, current.tenant_id
+    annotate(
+        providerId=item.provider_id,
+        actionItemId=item.action_item_id,
+        actionType=item.action_type,
+    )
     spec = runtime.catalog.get(item.action_type)
     settings = runtime.settings
     nonce = new_binding_nonce(runtime.random_bytes)
@@ -157,6 +163,7 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     record_launch(
         runtime, current, jti=flow_state.jti, msal_flow=msal_flow, expires_at=flow_state.expires_at
     )
+    metrics.flow_started(item.action_type)
     return Launch(
         location=location,
         cookie_name=cookie_name(runtime, flow_state.jti),
@@ -191,6 +198,11 @@ def complete(
     )
     name = cookie_name(runtime, flow_state.jti)
     record = flow_store.read_flow(runtime, flow_state.jti)
+    annotate(
+        actionItemId=flow_state.action_item_id,
+        actionType=flow_state.action_type,
+        launchRequestId=record.launch_request_id if record is not None else None,
+    )
     if not binding_matches(flow_state, cookies.get(name)):
         # A refresh of the finished callback page lost its cookie with completion:
         # say "already done" rather than "another browser".
@@ -206,9 +218,12 @@ def complete(
         item, provider = _finishable(runtime, flow_state, current)
     except errors.BrokerError as exc:
         raise exc.concerning(current.item.provider_id) from None
+    annotate(providerId=item.provider_id)
     claim = flow_store.claim_flow(runtime, flow_state.jti)
     outcome = _outcome(runtime, item, current.tenant_id, provider, response, claim, flow_state)
     recorded = record_outcome(runtime, claim, item, outcome)
+    annotate(errorCode=recorded.outcome.error_code)
+    metrics.flow_finished(item.action_type, recorded.outcome.status, recorded.outcome.error_code)
     return Completion(
         outcome=recorded.outcome,
         delivery=delivery_for(runtime, item, recorded),

@@ -1,4 +1,4 @@
-"""Readiness: the database answers and carries the newest schema."""
+"""Liveness and readiness: the process answers; the database, its schema and the keys are there."""
 
 from __future__ import annotations
 
@@ -31,3 +31,19 @@ def check_database(runtime: Runtime) -> None:
         raise ServiceUnavailable("the database does not answer") from None
     if pending:
         raise ServiceUnavailable("the database schema is not current; run `ctt-broker db upgrade`")
+
+
+def check_ready(runtime: Runtime) -> dict[str, str]:
+    """What an orchestrator needs before sending traffic; raise :class:`ServiceUnavailable` if not.
+
+    The database answers, its schema is current, and the keys are loaded: the
+    state and result keys, and a credential for every app of the catalog.
+    """
+    check_database(runtime)
+    credentials = runtime.credentials
+    if credentials is None:
+        raise ServiceUnavailable("the keys are not loaded")
+    missing = sorted({spec.app for spec in runtime.catalog.actions} - set(credentials.apps))
+    if missing:
+        raise ServiceUnavailable(f"no credentials for the apps {', '.join(missing)}")
+    return {"status": "ok", "database": "ok", "schema": "ok", "keys": "ok"}

@@ -37,6 +37,7 @@ from broker.db import (
     providers,
 )
 from broker.events import emit_event, record_audit
+from broker.observability import annotate, current_request_id
 from broker.runtime import Runtime
 
 OutcomeStatus = Literal["completed", "failed", "pending"]
@@ -168,6 +169,7 @@ def record_launch(
             msal_flow=msal_flow,
             created_at=runtime.now(),
             expires_at=expires_at,
+            launch_request_id=current_request_id(),
         )
         record_opened(
             connection, runtime, item.provider_id, item.enterprise_id, item.action_item_id
@@ -199,6 +201,7 @@ def record_created(
 ) -> None:
     """Insert a new action item in ``created`` (``columns`` are all but its status)."""
     connection.execute(insert(action_items).values(**columns, status="created"))
+    annotate(actionItemId=columns["id"], actionType=columns.get("action_type"))
     record_audit(
         connection,
         runtime,

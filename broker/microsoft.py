@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import certifi
 import httpx
 import jwt
 import msal
@@ -38,6 +40,7 @@ from broker import errors
 from broker.catalog import ActionSpec
 from broker.credentials import Credentials
 from broker.id_tokens import IdTokenClaims, JwksCache, validate_id_token
+from broker.metrics import MeteredTransport
 from broker.settings import Settings
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
@@ -102,15 +105,24 @@ class LoginHostTransport(httpx.BaseTransport):
         self._inner.close()
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Public CAs (certifi) plus ``CTT_CA_BUNDLE``'s; the client's ``trust_env=False`` keeps
+    ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE`` and proxy variables out of it."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.ca_bundle:
+        context.load_verify_locations(cafile=settings.ca_bundle)
+    return context
+
+
 def make_http_client(settings: Settings) -> httpx.Client:
     """The HTTP client for every call to Microsoft."""
-    inner: httpx.BaseTransport = httpx.HTTPTransport(retries=1)
+    inner: httpx.BaseTransport = httpx.HTTPTransport(retries=1, verify=tls_context(settings))
     if settings.login_transport_url:
         inner = LoginHostTransport(
             settings.login_host, settings.login_transport_url, inner, settings.graph_host
         )
     return httpx.Client(
-        transport=inner,
+        transport=MeteredTransport(inner),
         trust_env=False,
         timeout=settings.microsoft_timeout_seconds,
         follow_redirects=False,
@@ -165,6 +177,42 @@ class ConsentCheck:
     visible: bool
     tenant_id: str | None
     roles: tuple[str, ...]
+
+
+# Microsoft's own advice for the codes an app-only token request meets when an
+# app registration or its credential is wrong (learn.microsoft.com, "Microsoft
+# Entra authentication and authorization error codes"), in short.
+AADSTS_FIXES = {
+    "7000215": "Invalid client secret: use the secret's Value (not its Secret ID) from "
+    "Certificates & secrets, or create a new secret.",
+    "7000222": "The client secret has expired: create a new one under Certificates & "
+    "secrets and update CTT_APP_CREDENTIALS.",
+    "700016": "Application not found in the directory: check clientId, and that "
+    "homeTenantId is the tenant the app is registered in.",
+    "700027": "The client assertion's signature is invalid: upload the certificate whose "
+    "key signs it to the app registration.",
+    "90002": "Tenant not found: check homeTenantId (a tenant GUID or a verified domain).",
+    "900023": "The tenant is not a valid tenant id or domain: check homeTenantId.",
+    "7000229": "The app has no service principal in this tenant: register it there or "
+    "have an admin consent to it.",
+    "500011": "The resource principal (Microsoft Graph) was not found in the tenant: "
+    "check the tenant and CTT_GRAPH_HOST.",
+    "1002012": "The scope is not valid for client credentials: it must end in /.default.",
+    "50059": "No tenant was named: set homeTenantId for this app.",
+}
+
+
+@dataclass(frozen=True)
+class AppCheck:
+    """Whether one app registration gets an app-only token in its home tenant."""
+
+    app: str
+    client_id: str
+    tenant: str | None
+    ok: bool
+    detail: str
+    aadsts: str | None = None
+    fix: str | None = None
 
 
 class Microsoft:
@@ -260,6 +308,41 @@ class Microsoft:
             visible=True,
             tenant_id=claims.get("tid") if isinstance(claims.get("tid"), str) else None,
             roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
+        )
+
+    def check_app(self, app: str) -> AppCheck:
+        """Ask for an app-only token for ``app`` in its home tenant; say what is wrong if none."""
+        credential = self._credentials.app(app)
+        tenant = credential.home_tenant_id
+        if tenant is None:
+            return AppCheck(
+                app,
+                credential.client_id,
+                None,
+                False,
+                "no homeTenantId in CTT_APP_CREDENTIALS",
+                fix=AADSTS_FIXES["50059"],
+            )
+        try:
+            result = self._call(
+                lambda: self._application(app, tenant).acquire_token_for_client(
+                    scopes=[f"{self._settings.graph_host}/.default"]
+                )
+            )
+        except errors.BrokerError as exc:
+            return AppCheck(app, credential.client_id, tenant, False, f"{exc.code}: {exc.detail}")
+        if "access_token" in result:
+            return AppCheck(app, credential.client_id, tenant, True, "app-only token issued")
+        error = microsoft_error(result.get("error"), result.get("error_description"))
+        aadsts = error.extra.get("aadsts")
+        return AppCheck(
+            app,
+            credential.client_id,
+            tenant,
+            False,
+            error.detail,
+            aadsts=aadsts,
+            fix=AADSTS_FIXES.get(aadsts or "", "See Microsoft's AADSTS error code reference."),
         )
 
     # -- sign-in ---------------------------------------------------------------
@@ -369,7 +452,9 @@ class Microsoft:
         credential = self._credentials.app(app)
         return msal.ConfidentialClientApplication(
             credential.client_id,
-            client_credential=credential.client_secret,
+            client_credential=credential.msal_credential(
+                f"{self._settings.login_host}/{tenant}/oauth2/v2.0/token"
+            ),
             authority=f"{self._settings.login_host}/{tenant}",
             http_client=self._http,
             # The login host is a setting (national clouds, the emulator): no discovery

@@ -26,6 +26,7 @@ from broker.db import results
 from broker.flow_store import Claim, consume_flow, purge_flows, read_consumed
 from broker.health import database_unreachable
 from broker.lifecycle import FinishedItem, Outcome
+from broker.observability import annotate
 from broker.runtime import Runtime
 from broker.tokens import digest, random_token
 
@@ -163,6 +164,7 @@ def redeem_result(runtime: Runtime, provider_id: str, result_code: str) -> dict[
             update(results).where(results.c.code_hash == code_hash).values(payload="{}")
         )
     document: dict[str, Any] = json.loads(payload)
+    annotate(actionItemId=document.get("actionItemId"))
     return document
 
 

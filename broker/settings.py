@@ -82,6 +82,11 @@ class Settings:
     swagger_ui: bool = True
     teams_app_package_max_bytes: int = 1024 * 1024
     graph_retry_budget_seconds: float = 30.0
+    # Operations (issue 11): shutdown and metrics.
+    graceful_timeout_seconds: int = 30
+    metrics_bind: str = ""
+    # Production configuration (issue 11): extra trust anchors for calls to Microsoft.
+    ca_bundle: str = ""
 
     @property
     def redirect_uri(self) -> str:
@@ -135,6 +140,12 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "`https://login.microsoftonline.com` (national clouds use their own); sandbox: "
         "`https://login.emulator.test`, the emulator.",
     ),
+    "CLOUD": (
+        "public",
+        "`public`, `usgov` (GCC High, L4), `usgov-dod` (L5) or `china` (21Vianet): sets the "
+        "login and Graph hosts; `CTT_LOGIN_HOST` and `CTT_GRAPH_HOST` override it. App "
+        "registrations must be made in that cloud.",
+    ),
     "LOGIN_BROWSER_URL": (
         "(by mode)",
         "Where the admin's browser reaches the login host. Production: LOGIN_HOST; sandbox: "
@@ -146,7 +157,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(default `http://127.0.0.1:8400`, the emulator). Refused in production.",
     ),
     "GRAPH_HOST": (
-        "https://graph.microsoft.com",
+        "(by cloud)",
         "Microsoft Graph host (the `/.default` scope; the Teams app catalog calls). In the "
         "sandbox, calls to it go to LOGIN_TRANSPORT_URL like the login host's.",
     ),
@@ -160,13 +171,15 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
     "APP_CREDENTIALS": (
         "(sandbox credentials)",
-        "JSON `{app: {clientId, clientSecret}}` for every `app` of the action catalog, or "
-        "`@/path/file.json`. Required in production.",
+        "JSON `{app: {clientId, clientSecret, homeTenantId}}` for every `app` of the action "
+        "catalog (`homeTenantId`, optional, is what `microsoft check` uses); a certificate "
+        "instead of the secret: `certificateKeyFile` (PEM key) with `certificateFile` (PEM) "
+        "or `certificateThumbprint`. Or `@/path/file.json`. Required in production.",
     ),
     "STATE_KEYS": (
         "(generated in DATA_DIR)",
-        "State signing keys `kid:base64url-secret,...` (first signs, all verify). Required in "
-        "production.",
+        "State signing keys `kid:base64url-secret,...` (first signs, all verify), or "
+        "`@/path/file` holding them. Required in production.",
     ),
     "RESULT_SIGNING_KEY_FILE": (
         "(generated in DATA_DIR)",
@@ -184,7 +197,8 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "EVENT_KEYS": (
         "(generated in DATA_DIR)",
         "Keys sealing tokens in events until delivery (AES-256-GCM), `kid:base64url-secret,...` "
-        "(first seals, all open; 32+ bytes each). Required in production.",
+        "(first seals, all open; 32+ bytes each), or `@/path/file` holding them. Required in "
+        "production.",
     ),
     "OUTCOME_WRITE_PATIENCE_SECONDS": (
         "20",
@@ -246,13 +260,39 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(by mode)",
         "`1` serves Swagger UI at `/ui/`: on in sandbox, off in production.",
     ),
+    # Operations.
+    "GRACEFUL_TIMEOUT_SECONDS": (
+        "30",
+        "On SIGTERM, requests in flight get this long to finish before workers are stopped "
+        "(5-600); keep the orchestrator's grace period longer.",
+    ),
+    "CA_BUNDLE": (
+        "(none)",
+        "PEM file of extra CA certificates trusted for calls to Microsoft, besides the "
+        "public ones (private PKI, a TLS-inspecting proxy). Proxy variables and "
+        "`REQUESTS_CA_BUNDLE` are ignored.",
+    ),
+    "METRICS_BIND": (
+        "(none)",
+        "`HOST:PORT` where `ctt-broker serve` serves Prometheus metrics at `/metrics`, apart "
+        "from the public API (off when unset); keep it on a private network.",
+    ),
 }
 
-_UNSET = ("(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
+_UNSET = ("(by cloud)", "(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
 MICROSOFT_LOGIN_HOST = "https://login.microsoftonline.com"
 EMULATOR_LOGIN_HOST = "https://login.emulator.test"
 EMULATOR_URL = "http://127.0.0.1:8400"
 MICROSOFT_GRAPH_HOST = "https://graph.microsoft.com"
+# Login (Entra ID) and Graph hosts per cloud, from learn.microsoft.com/graph/deployments
+# ("App registration and token service root endpoints", "Microsoft Graph ... service root
+# endpoints"). US Government L4 (GCC High) and L5 (DoD) share the login host.
+CLOUDS = {
+    "public": ("https://login.microsoftonline.com", "https://graph.microsoft.com"),
+    "usgov": ("https://login.microsoftonline.us", "https://graph.microsoft.us"),
+    "usgov-dod": ("https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
+    "china": ("https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
+}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -299,11 +339,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = parse("LOG_LEVEL", _choice(LOG_LEVELS), "INFO")
     # The sandbox never talks to Microsoft: its defaults point at the emulator.
     sandbox = mode == "sandbox"
+    cloud = parse("CLOUD", _choice(tuple(CLOUDS)), "public")
+    cloud_login, cloud_graph = CLOUDS[cloud]
+    # A cloud named in the sandbox is played by the emulator under that cloud's host names.
+    sandbox_login = cloud_login if source.get(PREFIX + "CLOUD") else EMULATOR_LOGIN_HOST
     login_host = parse(
         "LOGIN_HOST",
         _https_base_url,
         MICROSOFT_LOGIN_HOST,
-        EMULATOR_LOGIN_HOST if sandbox else MICROSOFT_LOGIN_HOST,
+        sandbox_login if sandbox else cloud_login,
     )
     login_browser_url = parse(
         "LOGIN_BROWSER_URL", _base_url, login_host, EMULATOR_URL if sandbox else login_host
@@ -314,7 +358,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     login_transport_url = parse("LOGIN_TRANSPORT_URL", _base_url, None, transport) or None
     if login_transport_url and not sandbox:
         problems.append(f"{PREFIX}LOGIN_TRANSPORT_URL: only allowed in sandbox mode")
-    graph_host = parse("GRAPH_HOST", _https_base_url, MICROSOFT_GRAPH_HOST)
+    graph_host = parse("GRAPH_HOST", _https_base_url, MICROSOFT_GRAPH_HOST, cloud_graph)
     package_max = parse(
         "TEAMS_APP_PACKAGE_MAX_BYTES", _int_between(4096, 10 * 1024 * 1024), 1048576
     )
@@ -323,6 +367,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         name: raw(name)
         for name in ("APP_CREDENTIALS", "STATE_KEYS", "RESULT_SIGNING_KEY_FILE", "EVENT_KEYS")
     }
+    for name in ("STATE_KEYS", "EVENT_KEYS"):
+        # `@/run/secrets/file`: the keys come from a file (a mounted secret), not the environment.
+        if secrets_given[name].startswith("@"):
+            try:
+                secrets_given[name] = Path(secrets_given[name][1:]).read_text("utf-8").strip()
+            except OSError as exc:
+                problems.append(f"{PREFIX}{name}: cannot read {exc.filename}")
+                secrets_given[name] = ""
     if mode == "production":
         problems.extend(
             f"{PREFIX}{name}: required in production mode"
@@ -359,6 +411,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     }
     trusted_proxies = parse("TRUSTED_PROXIES", _networks, "")
     swagger_ui = parse("SWAGGER_UI", _flag, sandbox)
+    graceful_timeout = parse("GRACEFUL_TIMEOUT_SECONDS", _int_between(5, 600), 30)
+    metrics_bind = parse("METRICS_BIND", _bind, "")
+    ca_bundle = parse("CA_BUNDLE", _readable_file, "")
+    if metrics_bind and metrics_bind == bind:
+        problems.append(
+            f"{PREFIX}METRICS_BIND: must differ from {PREFIX}BIND (never the public API)"
+        )
 
     if problems:
         raise SettingsError(problems)
@@ -407,6 +466,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         swagger_ui=swagger_ui,
         teams_app_package_max_bytes=package_max,
         graph_retry_budget_seconds=retry_budget,
+        graceful_timeout_seconds=graceful_timeout,
+        metrics_bind=metrics_bind,
+        ca_bundle=ca_bundle,
     )
 
 
@@ -514,6 +576,12 @@ def _flag(value: str) -> bool:
     if value not in ("0", "1"):
         raise ValueError(f"{value!r} is not 0 or 1")
     return value == "1"
+
+
+def _readable_file(value: str) -> str:
+    if not Path(value).is_file():
+        raise ValueError(f"{value!r} is not a readable file")
+    return value
 
 
 def _bind(value: str) -> str:

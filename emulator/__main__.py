@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="where a browser reaches the pages (default http://HOST:PORT)",
     )
+    parser.add_argument("--certfile", help="serve https with this PEM certificate (chain)")
+    parser.add_argument("--keyfile", help="the PEM private key of --certfile")
     parser.add_argument("--consent-propagation-delay", type=float, default=0.0)
     parser.add_argument(
         "--enable-control-routes",
@@ -37,11 +39,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     config = default_config(
         issuer_base_url=args.issuer_base_url,
-        browser_base_url=args.browser_base_url or f"http://{args.host}:{args.port}",
+        browser_base_url=args.browser_base_url
+        or f"{'https' if args.certfile else 'http'}://{args.host}:{args.port}",
         enable_control_routes=args.enable_control_routes,
         consent_propagation_delay=args.consent_propagation_delay,
     )
-    uvicorn.run(create_emulator_app(Emulator(config)), host=args.host, port=args.port)
+    uvicorn.run(
+        create_emulator_app(Emulator(config)),
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.certfile,
+        ssl_keyfile=args.keyfile,
+    )
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ class AppRegistration:
     delegated_scopes: tuple[str, ...] = ()
     """Microsoft Graph delegated permissions the app may ask for at sign-in (short names)."""
     allow_personal_accounts: bool = False
+    home_tenant_id: str | None = None
+    """The tenant the app is registered in: its service principal always exists there."""
+    certificates: tuple[str, ...] = ()
+    """PEM certificates whose keys may sign client assertions (certificate credentials)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class EmulatorConfig:
     """The login host MSAL is pointed at; issuers are `{issuer_base_url}/{tid}/v2.0`."""
     browser_base_url: str | None = None
     """Where a real browser reaches the interactive pages; defaults to `issuer_base_url`."""
+    graph_resource: str = GRAPH_RESOURCE
+    """The cloud's Graph host: `{this}/.default` is accepted besides the public one."""
     tenants: tuple[Tenant, ...] = ()
     apps: tuple[AppRegistration, ...] = ()
     consent_propagation_delay: float = 0.0

@@ -16,8 +16,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote_plus
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from emulator import tokens
 from emulator.config import (
@@ -142,6 +146,22 @@ def _short_scope(scope: str) -> str:
         if scope.lower().startswith(prefix.lower()):
             return scope[len(prefix) :]
     return scope
+
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _certificate_for(app: AppRegistration, header: Mapping[str, Any]) -> x509.Certificate | None:
+    """The registered certificate named by the assertion's ``x5t`` (SHA-1) or ``x5t#S256``."""
+    for pem in app.certificates:
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        for name, algorithm in (("x5t", hashes.SHA1()), ("x5t#S256", hashes.SHA256())):  # noqa: S303
+            named = header.get(name)
+            if isinstance(named, str):
+                thumbprint = base64.urlsafe_b64encode(certificate.fingerprint(algorithm))
+                if hmac.compare_digest(named.rstrip("=").encode(), thumbprint.rstrip(b"=")):
+                    return certificate
+    return None
 
 
 def _pkce_s256(verifier: str) -> str:
@@ -738,6 +758,10 @@ class Emulator:
         if not client_id:
             raise missing_parameter("client_id")
         app = self._require_app(client_id, audience.segment)
+        assertion = form.get("client_assertion")
+        if assertion is not None and secret is None:
+            self._check_client_assertion(audience, app, form, assertion)
+            return app
         if secret is None:
             raise EntraError(
                 7000218,
@@ -756,6 +780,63 @@ class Emulator:
                 status=401,
             )
         return app
+
+    def _check_client_assertion(
+        self, audience: Audience, app: AppRegistration, form: Mapping[str, str], assertion: str
+    ) -> None:
+        """A certificate credential: a JWT signed by the key of a registered certificate."""
+        if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+            raise EntraError(
+                700025,
+                "Client assertion type is invalid: expected " + CLIENT_ASSERTION_TYPE,
+                error="invalid_client",
+                status=401,
+            )
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError as exc:
+            raise EntraError(
+                50027, "JWT token is invalid or malformed.", error="invalid_request"
+            ) from exc
+        certificate = _certificate_for(app, header)
+        if certificate is None:
+            raise EntraError(
+                700027,
+                "Client assertion failed signature validation. [Reason - The key was not "
+                f"found., Thumbprint of key used by client: '{header.get('x5t', '')}']",
+                error="invalid_client",
+                status=401,
+            )
+        token_endpoint = f"{self._config.issuer_base}/{audience.segment}/oauth2/v2.0/token"
+        try:
+            claims = jwt.decode(
+                assertion,
+                certificate.public_key(),  # type: ignore[arg-type]
+                algorithms=["RS256", "PS256"],
+                audience=token_endpoint,
+                options={"require": ["exp", "iss", "sub", "aud"], "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise EntraError(
+                700027,
+                f"Client assertion failed signature validation. [Reason - {type(exc).__name__}]",
+                error="invalid_client",
+                status=401,
+            ) from exc
+        if claims["iss"] != app.client_id or claims["sub"] != app.client_id:
+            raise EntraError(
+                700021,
+                "Client assertion application identifier doesn't match 'client_id' parameter.",
+                error="invalid_client",
+                status=401,
+            )
+        if not isinstance(claims["exp"], int | float) or claims["exp"] < self.now():
+            raise EntraError(
+                700024,
+                "Client assertion is not within its valid time range.",
+                error="invalid_client",
+                status=401,
+            )
 
     def _redeem_code(
         self, audience: Audience, app: AppRegistration, form: Mapping[str, str]
@@ -862,7 +943,12 @@ class Emulator:
                 error="invalid_request",
             )
         scope = form.get("scope", "")
-        if scope.strip() not in (GRAPH_DEFAULT_SCOPE, f"{GRAPH_APP_ID}/.default"):
+        accepted = (
+            GRAPH_DEFAULT_SCOPE,
+            f"{GRAPH_APP_ID}/.default",
+            f"{self._config.graph_resource}/.default",
+        )
+        if scope.strip() not in accepted:
             raise EntraError(
                 1002012,
                 f"The provided value for scope {scope} is not valid. Client credential flows "
@@ -872,6 +958,8 @@ class Emulator:
             )
         tenant = audience.specific
         roles = None if tenant.personal else self._visible_roles(tenant.tenant_id, app.client_id)
+        if roles is None and tenant.tenant_id == app.home_tenant_id:
+            roles = ()  # the home tenant holds the app's service principal, consent or not
         if roles is None:
             raise unknown_client(app.client_id, tenant.tenant_id)
         now = self.now()

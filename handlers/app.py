@@ -18,11 +18,12 @@ from connexion.resolver import Resolver
 from connexion.validators import VALIDATOR_MAP, FormDataValidator, ParameterValidator
 from starlette.exceptions import HTTPException
 
-from broker import errors
+from broker import errors, metrics, observability
 from broker.ratelimits import RateLimits, open_rate_limits, parse_networks
 from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, load_settings
 from handlers import middleware, problems
+from handlers.middleware import RequestLogMiddleware
 
 # handlers/openapi.yaml links to the top-level spec, so an installed wheel carries it too.
 SPEC_PATH = Path(__file__).resolve().parent / "openapi.yaml"
@@ -83,11 +84,18 @@ BODY_VALIDATORS = MediaTypeDict(
 
 
 def create_app(
-    settings: Settings, runtime: Runtime | None = None, rate_limits: RateLimits | None = None
+    settings: Settings,
+    runtime: Runtime | None = None,
+    rate_limits: RateLimits | None = None,
+    *,
+    configure_logs: bool = False,
 ) -> AsyncApp:
     """Build the ASGI app for ``settings`` (and an explicit ``runtime`` or limits in tests)."""
     runtime = runtime or open_runtime(settings)
     logging.getLogger("ctt_broker").setLevel(settings.log_level)
+    if configure_logs:
+        observability.configure_logging(settings.log_level)
+    metrics.watch_pool(runtime.engine)
     app = AsyncApp(__name__, specification_dir=str(SPEC_PATH.parent))
     app.add_api(
         SPEC_PATH.name,
@@ -109,8 +117,10 @@ def create_app(
     ):
         app.add_error_handler(exception, handle)
     # Connexion inserts each added middleware just before its exception
-    # middleware, so they run in the order added: SecurityHeaders first (its
+    # middleware, so they run in the order added: the request log first (every
+    # answer gets a request id and an access line), SecurityHeaders next (its
     # headers reach every answer), then the guards, the runtime last.
+    app.add_middleware(RequestLogMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
         middleware.SecurityHeadersMiddleware,
         position=MiddlewarePosition.BEFORE_EXCEPTION,
@@ -139,4 +149,4 @@ def create_app(
 
 def app_from_environment() -> AsyncApp:
     """Gunicorn's entry point: settings from ``os.environ``."""
-    return create_app(load_settings())
+    return create_app(load_settings(), configure_logs=True)

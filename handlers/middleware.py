@@ -3,6 +3,8 @@
 ``create_app`` adds them in this order, and Connexion puts each one just
 before its exception middleware, so the first added runs first:
 
+- :class:`RequestLogMiddleware` accepts or creates the ``X-Request-ID``, returns
+  it, writes the request's one JSON access line and counts it in the metrics;
 - :class:`SecurityHeadersMiddleware` adds the headers every answer carries;
 - :class:`RequestGuard` refuses oversized heads, bounds concurrency and
   applies the rate limits, before anything parses the query or body;
@@ -19,6 +21,7 @@ renderer Connexion's error handler uses.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +29,7 @@ from typing import Any
 from anyio import CapacityLimiter, to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker import errors
+from broker import errors, metrics, observability
 from broker.ratelimits import Network, RateLimits, Verdict, client_ip
 from broker.runtime import Runtime
 from handlers import pages
@@ -369,6 +372,67 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class RequestLogMiddleware:
+    """The request id and the access line: one JSON line per request, errors included.
+
+    Outermost of our middleware, so refusals by the guards are logged too. The
+    line names the operation, never the path or query: a link path carries its
+    handle and the callback query the state and the code.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-request-id"),
+            None,
+        )
+        request_id = observability.accept_request_id(offered)
+        # Connexion's router writes the operation into a shallow copy of the scope:
+        # an ``extensions`` dict made here is shared with it (uvicorn sends none).
+        extensions: dict[str, Any] = scope.setdefault("extensions", {})
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        with observability.serving(request_id) as record:
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                routing = extensions.get("connexion_routing", {})
+                operation_id = spec_operation_id(routing.get("operation_id"))
+                duration = time.perf_counter() - started
+                observability.log_access(
+                    observability.access_line(
+                        record,
+                        method=scope["method"],
+                        operation_id=operation_id,
+                        status=status,
+                        duration_seconds=duration,
+                    )
+                )
+                metrics.observe_request(operation_id, status, duration)
+
+
+def spec_operation_id(resolved: str | None) -> str | None:
+    """``handlers.results.redeem_result`` -> ``redeemResult``, the spec's operationId."""
+    if not resolved:
+        return None
+    first, *rest = resolved.rsplit(".", 1)[-1].split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 def _is_json(content_type: str) -> bool:

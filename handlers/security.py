@@ -7,6 +7,7 @@ from typing import Any
 from anyio import to_thread
 
 from broker import errors
+from broker.observability import annotate
 from broker.providers import authenticate
 from broker.ratelimits import RateLimits
 from handlers.context import CLIENT_IP_KEY, LIMITS_KEY, runtime_from_scope
@@ -29,6 +30,7 @@ async def provider_from_api_key(token: str, request: Any) -> dict[str, str]:
         await _run(limits, limits.hit, "auth_failure", ip)
         raise
     await _run(limits, limits.enforce, "api", token)
+    annotate(providerId=provider_id)
     return {"sub": provider_id}
 
 

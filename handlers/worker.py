@@ -100,6 +100,12 @@ def server_options(env: dict[str, str] | None = None) -> dict[str, Any]:
         "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES,
         "timeout_keep_alive": settings.keep_alive_seconds,
         "limit_concurrency": settings.max_connections,
+        # Its access line prints the query string (the callback's state and
+        # code); the broker's own JSON access line replaces it.
+        "access_log": False,
+        # Uvicorn answers or cancels what is still running shortly before
+        # gunicorn's graceful timeout would kill the worker outright.
+        "timeout_graceful_shutdown": max(1, settings.graceful_timeout_seconds - 2),
     }
 
 

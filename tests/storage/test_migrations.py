@@ -26,6 +26,7 @@ def test_fresh_sqlite_file_reports_pending_until_upgraded(tmp_path: object) -> N
     engine = make_engine(f"sqlite:///{tmp_path}/fresh.sqlite3")
     assert pending_revisions(engine) == [
         "0009",
+        "0008",
         "0007",
         "0006",
         "0005",
