@@ -9,7 +9,7 @@ import uvicorn
 
 from emulator.app import create_emulator_app
 from emulator.seed import default_config
-from emulator.state import Emulator
+from emulator.core import Emulator
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from html import escape
 
 from emulator.config import EmulatorConfig
 from emulator.errors import EntraError
-from emulator.state import ShowConsent, ShowPicker
+from emulator.core import ShowConsent, ShowPicker
 
 SELECT_PATH = "/emulator-ui/select"
 CONSENT_PATH = "/emulator-ui/consent"
