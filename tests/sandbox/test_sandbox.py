@@ -175,14 +175,14 @@ def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox)
 
 def test_result_swapped_into_another_session_is_flagged_by_the_portal() -> None:
     """A customer replays their return URL with another session's result: the portal refuses it."""
-    from sandbox.portal import _binding_check
+    from sandbox.portal.views import binding_check
 
     mine = "https://portal.test/callback"
     other = {"state": "victim-state", "callbackUrl": mine}
-    assert "Result belongs to another session" in _binding_check(other, "my-state", mine)
+    assert "Result belongs to another session" in binding_check(other, "my-state", mine)
     moved = {"state": "my-state", "callbackUrl": "https://portal.test/elsewhere"}
-    assert "Result belongs to another session" in _binding_check(moved, "my-state", mine)
-    assert "Result bound to this session" in _binding_check(
+    assert "Result belongs to another session" in binding_check(moved, "my-state", mine)
+    assert "Result bound to this session" in binding_check(
         {"state": "my-state", "callbackUrl": mine}, "my-state", mine
     )
 
