@@ -9,6 +9,7 @@ Webhooks arrive at ``/webhooks`` and are verified with the provider's secret.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from html import escape
@@ -145,6 +146,20 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
         sections += outcome_section(result, "form_post result JWT (ES256, broker JWKS)")
         return await _result_page(portal, sections, result)
 
+    async def walkthrough(request: Request) -> Response:
+        """The README walkthrough's callback: it prints what arrived and redeems nothing."""
+        arrived = dict(request.query_params)
+        if request.method == "POST":
+            arrived.update(await _form(request))
+        print("walkthrough callback received " + json.dumps(arrived), flush=True)
+        lines = [f"{name}={value}" for name, value in arrived.items()]
+        text = (
+            "Your callback received:\n\n  "
+            + "\n  ".join(lines or ["(nothing)"])
+            + "\n\nNothing was redeemed: redeem the resultCode yourself (README, step 4).\n"
+        )
+        return Response(text, media_type="text/plain", headers=SECURITY_HEADERS)
+
     async def bump(request: Request) -> Response:
         form = await _form(request)
         version = form.get("version", "")
@@ -176,6 +191,7 @@ def create_portal_app(config: PortalConfig, client: httpx.AsyncClient | None = N
             Route("/callback", callback_get, methods=["GET"]),
             Route("/callback", callback_post, methods=["POST"]),
             Route("/webhooks", webhook, methods=["POST"]),
+            Route("/walkthrough", walkthrough, methods=["GET", "POST"]),
             Route("/static/portal.css", stylesheet, methods=["GET"]),
         ],
         lifespan=lifespan,
