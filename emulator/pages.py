@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from html import escape
 
 from emulator.config import EmulatorConfig
-from emulator.errors import EntraError
 from emulator.core import ShowConsent, ShowPicker
+from emulator.errors import EntraError
 
 SELECT_PATH = "/emulator-ui/select"
 CONSENT_PATH = "/emulator-ui/consent"
