@@ -27,6 +27,7 @@ from sandbox.portal.client import BrokerError, Portal, PortalConfig, ResultRejec
 from sandbox.portal.views import (
     SECURITY_HEADERS,
     STYLE,
+    action_title,
     actions_section,
     back,
     binding_check,
@@ -223,5 +224,5 @@ async def _result_page(
         sections += broker_error(exc)
     title = "Result"
     if result is not None:
-        title = f"{result.get('actionType')}: {result.get('status')}"
+        title = f"{action_title(result.get('actionType'))}: {result.get('status')}"
     return page(title, f"<h1>{escape(title)}</h1>{sections}{back()}", status_code)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -31,7 +32,11 @@ th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #edf0f5;vertical-a
 th{font-weight:600;color:#4a5568;width:auto}
 code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f1f3f7;padding:1px 4px;
 border-radius:3px}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:13px;background:#e2e8f0}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:13px;background:#e2e8f0;
+white-space:nowrap}
+td code.name,td .when{white-space:nowrap}
+details{margin-top:10px}summary{cursor:pointer;color:#1f5fa6}
+.lead{font-size:16px;margin:0 0 10px}
 .ok{background:#d5f5e3;color:#145a32}.bad{background:#fadbd8;color:#7b241c}
 .wait{background:#fdebd0;color:#7e5109}
 .warn{background:#fff4e5;border-color:#f5b041}.error{background:#fdedec;border-color:#e6b0aa}
@@ -57,6 +62,47 @@ def badge(value: Any) -> str:
 
 def code(value: Any) -> str:
     return "—" if value in (None, "") else f"<code>{escape(str(value))}</code>"
+
+
+def name(value: Any) -> str:
+    """A code-like name (an event type, an error code) that must not break mid-word."""
+    return "—" if value in (None, "") else f'<code class="name">{escape(str(value))}</code>'
+
+
+def when(value: Any) -> str:
+    """A timestamp to the second, in UTC: the broker's are RFC 3339, MSAL's epoch seconds."""
+    if value in (None, ""):
+        return "—"
+    try:
+        if isinstance(value, int | float) or str(value).isdigit():
+            moment = datetime.fromtimestamp(float(value), UTC)
+        else:
+            moment = datetime.fromisoformat(str(value).replace("z", "Z").replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return escape(str(value))
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f'<span class="when">{moment.strftime("%Y-%m-%d %H:%M:%S")} UTC</span>'
+
+
+ACTION_TITLES = {
+    "REGISTRATION": "Register your enterprise",
+    "LOGIN_ENTERPRISE_ADMIN": "Sign in as your Global Admin",
+    "GET_USER_SYNC_CONSENT": "Allow user sync",
+    "GET_PRESENCE_CONSENT": "Allow Teams presence",
+    "GET_CALL_APP_CONSENT": "Allow the calling app",
+    "GET_CONTACTS_CONSENT": "Allow contact sync",
+    "GET_CDR_CONSENT": "Allow call detail records",
+    "GET_CALL_RECORDING_CONSENT": "Allow call recording",
+    "GET_SERVICE_PROVIDER_CONSENT": "Allow voice routing management",
+    "DEPLOY_TEAMS_APPS": "Deploy Teams apps",
+}
+
+
+def action_title(action_type: Any) -> str:
+    """What a person calls an action; an unknown type (a newer broker) keeps its name."""
+    text = str(action_type)
+    return ACTION_TITLES.get(text) or text.replace("_", " ").capitalize()
 
 
 def prefix(token: Any) -> str:
@@ -103,22 +149,22 @@ def enterprise_section(enterprise: dict[str, Any]) -> str:
             ("Your customer id", code(enterprise.get("externalId"))),
             ("Registration", badge(registration.get("status"))),
             ("Microsoft tenant", code(registration.get("tenantId"))),
-            ("Registered at", escape(str(registration.get("registeredAt") or "—"))),
+            ("Registered at", when(registration.get("registeredAt"))),
         ]
     )
     consent_rows = "".join(
         "<tr>"
         f"<td>{escape(str(c.get('consentType')))}</td>"
-        f"<td>{code(c.get('actionType'))}</td>"
+        f"<td>{escape(action_title(c.get('actionType')))}</td>"
         f"<td>{'yes' if c.get('mandatory') else 'no'}</td>"
         f"<td>{badge(c.get('status'))}</td>"
-        f"<td>{code(c.get('errorCode'))}</td>"
-        f"<td>{escape(str(c.get('grantedAt') or c.get('updatedAt') or '—'))}</td>"
+        f"<td>{name(c.get('errorCode'))}</td>"
+        f"<td>{when(c.get('grantedAt') or c.get('updatedAt'))}</td>"
         "</tr>"
         for c in enterprise.get("consents", [])
     )
     consents = (
-        "<table><tr><th>Consent</th><th>Action type</th><th>Mandatory</th><th>Status</th>"
+        "<table><tr><th>Consent</th><th>Action</th><th>Mandatory</th><th>Status</th>"
         f"<th>Error</th><th>Updated</th></tr>{consent_rows}</table>"
     )
     return (
@@ -139,7 +185,7 @@ def teams_section(
     catalog_rows = "".join(
         f"<tr><td>{code(a.get('manifestId'))}</td><td>{badge(a.get('status'))}</td>"
         f"<td>{escape(str(a.get('version') or '—'))}</td><td>{code(a.get('catalogAppId'))}</td>"
-        f"<td>{code(a.get('errorCode'))}</td><td>{escape(str(a.get('updatedAt')))}</td></tr>"
+        f"<td>{name(a.get('errorCode'))}</td><td>{when(a.get('updatedAt'))}</td></tr>"
         for a in enterprise.get("teamsApps", [])
     )
     catalog = (
@@ -156,7 +202,7 @@ def teams_section(
         "below in the tenant's Teams app catalog.</small></button>"
         if registered
         else '<button name="choice" value="DEPLOY_TEAMS_APPS" disabled><b>Deploy Teams apps</b>'
-        "<br><small>Needs a registered enterprise: complete REGISTRATION first.</small></button>"
+        "<br><small>Needs a registered enterprise: register your enterprise first.</small></button>"
     )
     return (
         '<section class="actions"><h2>Teams apps</h2>'
@@ -189,7 +235,8 @@ def actions_section(types: list[dict[str, Any]], registered: bool) -> str:
         if action_type == "DEPLOY_TEAMS_APPS":
             continue  # its own section, with the packages and the catalog state
         label = (
-            f"<b>{escape(action_type)}</b> <small>{escape(str(spec.get('description')))}</small>"
+            f"<b>{escape(action_title(action_type))}</b> "
+            f"<small>{escape(str(spec.get('description')))}</small>"
         )
         if action_type == "REGISTRATION":
             if registered:
@@ -197,7 +244,7 @@ def actions_section(types: list[dict[str, Any]], registered: bool) -> str:
                     '<button name="choice" value="REGISTRATION" disabled>'
                     f"{label}<br><small>Already registered.</small></button>"
                     '<button name="choice" value="REGISTRATION+reregister">'
-                    "<b>REGISTRATION (re-register)</b> <small>Bind the enterprise again "
+                    "<b>Register again</b> <small>Bind the enterprise again "
                     "(sends <code>reregister: true</code>).</small></button>"
                 )
             else:
@@ -205,7 +252,7 @@ def actions_section(types: list[dict[str, Any]], registered: bool) -> str:
         elif not registered:
             buttons.append(
                 f'<button name="choice" value="{escape(action_type)}" disabled>{label}<br>'
-                "<small>Needs a registered enterprise: complete REGISTRATION first.</small>"
+                "<small>Needs a registered enterprise: register your enterprise first.</small>"
                 "</button>"
             )
         else:
@@ -233,41 +280,17 @@ def error_section(title: str, message: str) -> str:
 def outcome_section(result: dict[str, Any], via: str) -> str:
     rows = [
         ("Status", badge(result.get("status"))),
+        ("Action", escape(action_title(result.get("actionType")))),
         ("Action type", code(result.get("actionType"))),
         ("Action item", code(result.get("actionItemId"))),
-        ("Error code", code(result.get("errorCode"))),
+        ("Error code", name(result.get("errorCode"))),
         ("Microsoft tenant", code(result.get("tenantId"))),
         ("Verified via", escape(via)),
     ]
     body = f"<section><h2>Outcome</h2>{table(rows)}</section>"
     auth = result.get("authenticationResult")
     if isinstance(auth, dict):
-        account = auth.get("account") or {}
-        scopes = auth.get("scopes") or []
-        body += (
-            "<section><h2>Sign-in (MSAL authentication result)</h2>"
-            + table(
-                [
-                    ("Account", escape(str(account.get("username") or "—"))),
-                    ("Name", escape(str(account.get("name") or "—"))),
-                    ("Object id", code(auth.get("uniqueId"))),
-                    ("Tenant", code(auth.get("tenantId"))),
-                    ("Scopes", " ".join(code(s) for s in scopes) or "—"),
-                    ("Expires", escape(str(auth.get("expiresOn") or "—"))),
-                    ("Token type", escape(str(auth.get("tokenType") or "—"))),
-                    ("Access token", prefix(auth.get("accessToken"))),
-                    ("ID token", prefix(auth.get("idToken"))),
-                    (
-                        "Refresh token",
-                        prefix(auth.get("refreshToken"))
-                        if auth.get("refreshToken")
-                        else "not shared with this provider",
-                    ),
-                ]
-            )
-            + '<p class="note">Tokens are shown as prefixes only; a real portal keeps them '
-            "server-side.</p></section>"
-        )
+        body += sign_in_section(result, auth)
     teams = result.get("teamsApps")
     if isinstance(teams, dict):
         app_rows = "".join(
@@ -305,6 +328,65 @@ def outcome_section(result: dict[str, Any], via: str) -> str:
     return body
 
 
+def sign_in_section(result: dict[str, Any], auth: dict[str, Any]) -> str:
+    """Who signed in and what the provider may now do; MSAL's raw result folded away."""
+    account = auth.get("account") or {}
+    scopes = [str(s) for s in auth.get("scopes") or []]
+    person = str(account.get("name") or account.get("username") or "Someone")
+    username = str(account.get("username") or "")
+    tenant = auth.get("tenantId") or result.get("tenantId")
+    who = (
+        f'<p class="lead"><b>{escape(person)}</b>'
+        + (f" ({escape(username)})" if username and username != person else "")
+        + f" signed in for Microsoft tenant {code(tenant)}.</p>"
+    )
+    can: list[str] = []
+    if result.get("actionType") == "REGISTRATION" and result.get("status") == "completed":
+        can.append(
+            "Your enterprise is bound to this tenant: Northwind can now ask your admin for "
+            "the Microsoft consents below."
+        )
+    if auth.get("accessToken"):
+        can.append(
+            f"Call Microsoft on {escape(person)}'s behalf with "
+            + (", ".join(code(s) for s in scopes) or "the granted permissions")
+            + f" until {when(auth.get('expiresOn'))}."
+        )
+    can.append(
+        "Renew that access without asking again (a refresh token was shared)."
+        if auth.get("refreshToken")
+        else "Nothing after that: no refresh token was shared, so a later task asks you to "
+        "sign in again."
+    )
+    raw = table(
+        [
+            ("Account", escape(username or "—")),
+            ("Name", escape(str(account.get("name") or "—"))),
+            ("Object id", code(auth.get("uniqueId"))),
+            ("Tenant", code(auth.get("tenantId"))),
+            ("Scopes", " ".join(code(s) for s in scopes) or "—"),
+            ("Expires", when(auth.get("expiresOn"))),
+            ("Token type", escape(str(auth.get("tokenType") or "—"))),
+            ("Access token", prefix(auth.get("accessToken"))),
+            ("ID token", prefix(auth.get("idToken"))),
+            (
+                "Refresh token",
+                prefix(auth.get("refreshToken"))
+                if auth.get("refreshToken")
+                else "not shared with this provider",
+            ),
+        ]
+    )
+    return (
+        f"<section><h2>Signed in</h2>{who}<p>Northwind can now:</p><ul>"
+        + "".join(f"<li>{line}</li>" for line in can)
+        + "</ul><details><summary>The raw MSAL result</summary>"
+        + raw
+        + '<p class="note">Tokens are shown as prefixes only; a real portal keeps them '
+        "server-side.</p></details></section>"
+    )
+
+
 def webhooks_section(received: Iterable[dict[str, Any]]) -> str:
     rows = []
     for item in list(received)[:15]:
@@ -316,10 +398,10 @@ def webhooks_section(received: Iterable[dict[str, Any]]) -> str:
             continue
         data = item.get("data") or {}
         rows.append(
-            f"<tr><td>{badge('verified')}</td><td>{code(item.get('type'))}</td>"
-            f"<td>{escape(str(data.get('actionType')))}: {badge(data.get('status'))} "
-            f"{code(data.get('errorCode')) if data.get('errorCode') else ''}</td>"
-            f"<td>{escape(str(item.get('timestamp')))}</td></tr>"
+            f"<tr><td>{badge('verified')}</td><td>{name(item.get('type'))}</td>"
+            f"<td>{escape(action_title(data.get('actionType')))}: {badge(data.get('status'))} "
+            f"{name(data.get('errorCode')) if data.get('errorCode') else ''}</td>"
+            f"<td>{when(item.get('timestamp'))}</td></tr>"
         )
     listing = (
         "<table><tr><th>signature</th><th>event</th><th>outcome</th><th>at</th></tr>"
