@@ -78,11 +78,6 @@ class ActionItemPage:
     next_cursor: str | None
 
 
-def hash_handle(handle: str) -> str:
-    """SHA-256 hex of a link handle, as stored."""
-    return digest(handle)
-
-
 def create_action_item(
     runtime: Runtime,
     provider_id: str,
@@ -132,7 +127,7 @@ def create_action_item(
             runtime,
             {
                 "id": item_id,
-                "handle_hash": hash_handle(handle),
+                "handle_hash": digest(handle),
                 "provider_id": provider_id,
                 "enterprise_id": enterprise.enterprise_id,
                 "action_type": spec.action_type,

@@ -18,7 +18,8 @@
     ctt-broker worker [--once] [--interval SECONDS]
     ctt-broker microsoft check
 
-PROVIDER is a provider id (``prv_...``) or name. Exit codes: 0 done, 1 refused
+PROVIDER is a provider id (``prv_...``) or name. Every error names the database
+(CTT_DATA_DIR or CTT_DATABASE_URL). Exit codes: 0 done, 1 refused
 (the message carries the error code), 2 bad arguments, 3 invalid settings,
 4 database schema not current.
 """
@@ -130,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("provider")
         sub.add_argument("url")
     worker = commands.add_parser(
-        "worker", help="background jobs: confirm pending consents, purge spent results"
+        "worker",
+        help="background jobs: deliver webhooks, confirm pending consents, fail interrupted "
+        "flows, purge spent results, enforce retention",
     )
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
     worker.add_argument("--interval", type=float, default=10.0, metavar="SECONDS")
@@ -183,14 +186,11 @@ def main(
             upgrade_database(runtime.engine)
             return _sandbox_provider(runtime, out)
         if pending_revisions(runtime.engine):
-            print(
-                "ctt-broker: the database schema is not current; run `ctt-broker db upgrade`",
-                file=err,
-            )
+            print(_schema_not_current(settings), file=err)
             return EXIT_SCHEMA
         return _provider(runtime, args, out)
     except errors.BrokerError as exc:
-        print(f"ctt-broker: {exc.code}: {exc.detail}", file=err)
+        print(f"ctt-broker: {exc.code}: {exc.detail} {_database(settings)}", file=err)
         return EXIT_REFUSED
     finally:
         runtime.engine.dispose()
@@ -201,8 +201,8 @@ def _microsoft_check(settings: Settings, out: TextIO) -> int:
     runtime = open_runtime(settings)
     try:
         failed = 0
-        for app in runtime.keys.apps:
-            check = runtime.ms.check_app(app)
+        for app in runtime.credentials.apps:
+            check = runtime.microsoft.check_app(app)
             where = f"{check.client_id} in {check.tenant or '?'}"
             if check.ok:
                 print(f"ok     {app} ({where}): {check.detail}", file=out)
@@ -212,10 +212,23 @@ def _microsoft_check(settings: Settings, out: TextIO) -> int:
             print(f"FAILED {app} ({where}):{code} {check.detail}", file=out)
             if check.fix:
                 print(f"       fix: {check.fix}", file=out)
-        print(f"{len(runtime.keys.apps) - failed} of {len(runtime.keys.apps)} apps ok", file=out)
+        total = len(runtime.credentials.apps)
+        print(f"{total - failed} of {total} apps ok", file=out)
         return EXIT_REFUSED if failed else 0
     finally:
         runtime.engine.dispose()
+
+
+def _database(settings: Settings) -> str:
+    """Which database a command used: an answer is only meaningful with it."""
+    return f"(database {settings.database_url_redacted})"
+
+
+def _schema_not_current(settings: Settings) -> str:
+    return (
+        f"ctt-broker: the database schema is not current {_database(settings)}; "
+        "run `ctt-broker db upgrade` (CTT_DATA_DIR or CTT_DATABASE_URL picks the database)"
+    )
 
 
 def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -225,10 +238,7 @@ def _worker(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
     runtime = open_runtime(settings)
     try:
         if pending_revisions(runtime.engine):
-            print(
-                "ctt-broker: the database schema is not current; run `ctt-broker db upgrade`",
-                file=err,
-            )
+            print(_schema_not_current(settings), file=err)
             return EXIT_SCHEMA
         sender = WebhookSender.for_runtime(runtime)
         if args.once:
@@ -362,7 +372,11 @@ def _db(runtime: Runtime, action: str, out: TextIO) -> int:
         print(f"database {runtime.settings.database_url_redacted} is current", file=out)
         return 0
     pending = pending_revisions(runtime.engine)
-    print("pending: " + (", ".join(pending) if pending else "none"), file=out)
+    print(
+        f"database {runtime.settings.database_url_redacted}: pending "
+        + (", ".join(pending) if pending else "none"),
+        file=out,
+    )
     return EXIT_SCHEMA if pending else 0
 
 
@@ -444,7 +458,13 @@ def _provider(runtime: Runtime, args: argparse.Namespace, out: TextIO) -> int:
 
 
 SANDBOX_PROVIDER = "Sandbox Provider"
-SANDBOX_CALLBACKS = ("http://127.0.0.1:8090/callback", "http://localhost:8090/callback")
+SANDBOX_CALLBACKS = (
+    "http://127.0.0.1:8090/callback",
+    "http://localhost:8090/callback",
+    # The README walkthrough's callback: the sandbox's receiver only prints what arrives,
+    # so the reader redeems the result code themselves.
+    "http://127.0.0.1:8090/walkthrough",
+)
 SANDBOX_WEBHOOK = "http://127.0.0.1:8090/webhooks"
 
 
@@ -482,8 +502,10 @@ def _sandbox_provider(runtime: Runtime, out: TextIO) -> int:
         key_file.write_text(json.dumps(record), "utf-8")
     print(f"sandbox provider {record['providerId']}", file=out)
     print(f"API key          {record['apiKey']}", file=out)
-    print(f"callback URLs    {', '.join(SANDBOX_CALLBACKS)}", file=out)
-    print(f"webhook URL      {SANDBOX_WEBHOOK}", file=out)
+    # Read back, not the defaults: add-callback and set-webhook change them.
+    current = providers.get_provider(runtime, record["providerId"])
+    print(f"callback URLs    {', '.join(current.callback_urls)}", file=out)
+    print(f"webhook URL      {current.webhook_url or '(none)'}", file=out)
     print(f"API docs         {settings.public_base_url}/ui/", file=out)
     return 0
 
@@ -562,10 +584,7 @@ def _serve(
         if settings.mode == "sandbox":
             upgrade_database(runtime.engine)
         elif pending_revisions(runtime.engine):
-            print(
-                "ctt-broker: the database schema is not current; run `ctt-broker db upgrade`",
-                file=err,
-            )
+            print(_schema_not_current(settings), file=err)
             return EXIT_SCHEMA
     finally:
         runtime.engine.dispose()

@@ -69,7 +69,7 @@ def confirm_pending(runtime: Runtime, *, limit: int = 100) -> Pass:
             failed += _finish(runtime, row, spec, (), errors.ConsentNotConfirmed.code)
             continue
         try:
-            check = runtime.ms.confirm_consent(spec, row["tenant_id"], attempts=1)
+            check = runtime.microsoft.confirm_consent(spec, row["tenant_id"], attempts=1)
         except Exception as exc:  # one bad tenant must not stop the others
             code = exc.code if isinstance(exc, errors.BrokerError) else type(exc).__name__
             log.warning("consent check for %s failed: %s", row["id"], code)

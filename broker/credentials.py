@@ -13,7 +13,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,8 @@ from broker.catalog import Catalog
 from broker.event_sealing import EventKeyring
 from broker.settings import Settings
 from broker.state import StateKeyring
-from broker.tokens import b64url
+from broker.tokens import RandomBytes, b64url
 
-RandomBytes = Callable[[int], bytes]
 _SANDBOX_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-4c5d-9e6f-7a8b9c0d1e2f")
 
 

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, update
 
 from broker.db import events
-from broker.runtime import RandomBytes, Runtime
-from broker.tokens import b64url
+from broker.runtime import Runtime
+from broker.tokens import RandomBytes, b64url
 
 # Event data fields that carry tokens.
 TOKEN_FIELDS = ("authenticationResult",)

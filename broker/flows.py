@@ -35,7 +35,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker import errors, flow_store, metrics
-from broker.action_items import hash_handle
 from broker.callbacks import check_callback_url, is_loopback_host
 from broker.catalog import ActionSpec
 from broker.lifecycle import (
@@ -70,6 +69,10 @@ COOKIE_PREFIX = "ctt_bind_"
 # Path=/ and no Domain, so a sibling subdomain cannot plant or shadow one.
 HOST_COOKIE_PREFIX = "__Host-"
 STATE_AUDIENCE = "ctt-broker/callback"
+# Every sign-in uses the multi-tenant endpoint: registration discovers the tenant,
+# and a login's tenant is compared with the enterprise's by us (LOGIN_WRONG_TENANT),
+# which also refuses guests signing in through another directory.
+SIGN_IN_AUTHORITY = "organizations"
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     if not HANDLE_SHAPE.match(handle):
         raise errors.LinkNotFound("this link is not valid")
     now = runtime.now()
-    current = find_linked_item(runtime, hash_handle(handle))
+    current = find_linked_item(runtime, digest(handle))
     if current is None:
         raise errors.LinkNotFound("this link is not valid")
     try:
@@ -140,7 +143,7 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     settings = runtime.settings
     nonce = new_binding_nonce(runtime.random_bytes)
     state, flow_state = mint_state(
-        runtime.keys.state_keyring,
+        runtime.credentials.state_keyring,
         issuer=settings.public_base_url,
         audience=STATE_AUDIENCE,
         action_item_id=item.action_item_id,
@@ -155,11 +158,9 @@ def launch(runtime: Runtime, handle: str) -> Launch:
     if spec.kind == "consent":
         if tenant_id is None:  # getActionItemUrl refuses this; a re-registration race is possible
             raise errors.EnterpriseNotRegistered("the enterprise is not registered")
-        location = runtime.ms.build_consent_url(spec, tenant_id, state)
+        location = runtime.microsoft.build_consent_url(spec, tenant_id, state)
     else:
-        location, msal_flow = runtime.ms.start_sign_in(
-            spec, _sign_in_tenant(spec, tenant_id), state
-        )
+        location, msal_flow = runtime.microsoft.start_sign_in(spec, SIGN_IN_AUTHORITY, state)
     record_launch(
         runtime, current, jti=flow_state.jti, msal_flow=msal_flow, expires_at=flow_state.expires_at
     )
@@ -191,7 +192,7 @@ def complete(
     response = read_return(pairs, overflow=overflow)
     flow_state = verify_state(
         response.state,
-        runtime.keys.state_keyring,
+        runtime.credentials.state_keyring,
         issuer=settings.public_base_url,
         audience=STATE_AUDIENCE,
         now=runtime.now(),
@@ -296,7 +297,7 @@ def _confirm_consent(
 ) -> Outcome:
     if tenant_id is None:
         raise errors.EnterpriseNotRegistered("the enterprise is not registered")
-    check = runtime.ms.confirm_consent(spec, tenant_id, log=log)
+    check = runtime.microsoft.confirm_consent(spec, tenant_id, log=log)
     if not check.visible:
         return Outcome(
             status="pending",
@@ -338,8 +339,8 @@ def _sign_in(
     Sign-in actions that do work in the tenant with the admin's token add
     their step here, after the checks and before the outcome is built.
     """
-    signed_in = runtime.ms.complete_sign_in(
-        spec, _sign_in_tenant(spec, tenant_id), msal_flow, params, deadline=deadline, log=log
+    signed_in = runtime.microsoft.complete_sign_in(
+        spec, SIGN_IN_AUTHORITY, msal_flow, params, deadline=deadline, log=log
     )
     claims = signed_in.claims
     if spec.needs_registered_enterprise and claims.tenant_id != tenant_id:
@@ -426,14 +427,6 @@ def _check_live(status: str, expired: bool) -> None:
         raise errors.LinkUsed("this link was already used")
     if expired:
         raise errors.LinkExpired("this link has expired")
-
-
-def _sign_in_tenant(spec: ActionSpec, tenant_id: str | None) -> str:
-    # Always the multi-tenant endpoint: registration discovers the tenant, and a
-    # login's tenant is compared with the enterprise's by us (LOGIN_WRONG_TENANT),
-    # which also refuses guests signing in through another directory.
-    del spec, tenant_id
-    return "organizations"
 
 
 def _is_loopback_http(url: str) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hmac
 import json
 import math
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from jwt.algorithms import RSAAlgorithm
 from jwt.api_jws import PyJWS
 
 from broker.errors import IdTokenInvalid, MicrosoftUnavailable
+from broker.ids import is_guid
 
 GLOBAL_ADMIN_ROLE_ID = "62e90394-69f5-4237-9190-012177145e10"
 """Directory role template id of Global Administrator, as it appears in ``wids``."""
@@ -44,7 +44,6 @@ MAX_ID_TOKEN_LENGTH = 16 * 1024
 
 ALLOWED_ALGORITHM = "RS256"
 
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # A kid longer than this is not Microsoft's (theirs are 27-40 characters); refusing it early
 # keeps junk out of the refetch logic.
 _MAX_KID_LENGTH = 256
@@ -244,7 +243,7 @@ def validate_id_token(
     claims = _verified_payload(id_token, key)
 
     tenant_id = _required_str(claims, "tid")
-    if not _GUID.fullmatch(tenant_id):
+    if not is_guid(tenant_id):
         raise _refuse("tid", "tid is not a GUID")
     if tenant_id.lower() == PERSONAL_ACCOUNT_TENANT_ID:
         raise _refuse("personal_account", "personal Microsoft accounts cannot be used")

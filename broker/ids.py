@@ -16,6 +16,12 @@ from broker.runtime import Runtime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID = re.compile(r"^[a-z]{3}_[0-9A-HJKMNP-TV-Z]{26}$")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_guid(value: object) -> bool:
+    """Whether ``value`` is a GUID (a Microsoft tenant, app or bot id) with nothing around it."""
+    return isinstance(value, str) and _GUID.fullmatch(value) is not None
 
 
 _last_lock = threading.Lock()

@@ -39,12 +39,17 @@ import msal
 from broker import errors
 from broker.catalog import ActionSpec
 from broker.credentials import Credentials
-from broker.id_tokens import IdTokenClaims, JwksCache, validate_id_token
+from broker.id_tokens import (
+    PERSONAL_ACCOUNT_TENANT_ID,
+    IdTokenClaims,
+    JwksCache,
+    validate_id_token,
+)
+from broker.ids import is_guid
 from broker.metrics import MeteredTransport
 from broker.settings import Settings
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Entra error codes that have a code of our own; anything else is MICROSOFT_ERROR.
 _AADSTS_ERRORS: dict[str, type[errors.BrokerError]] = {
     "65004": errors.ConsentDeclined,  # user declined to consent
@@ -217,8 +222,6 @@ class AppCheck:
 
 class Microsoft:
     """The broker's side of the Microsoft identity platform."""
-
-    PERSONAL_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 
     def __init__(
         self,
@@ -405,9 +408,9 @@ class Microsoft:
         expected_nonce = hashlib.sha256(str(flow.get("nonce", "")).encode()).hexdigest()
         unverified = result.get("id_token_claims") or {}
         tid = unverified.get("tid") if isinstance(unverified, Mapping) else None
-        if tid == self.PERSONAL_TENANT:
+        if isinstance(tid, str) and tid.lower() == PERSONAL_ACCOUNT_TENANT_ID:
             raise errors.PersonalAccountNotAllowed("a personal Microsoft account signed in")
-        if not isinstance(tid, str) or not _GUID.match(tid):
+        if not isinstance(tid, str) or not is_guid(tid):
             # Checked before the value goes into a URL (the tenant's JWKS address).
             raise errors.IdTokenInvalid("the ID token carries no valid tid")
         claims = validate_id_token(

@@ -111,7 +111,7 @@ def _store_patiently(
         except SQLAlchemyError as exc:
             if attempt == len(delays) or not database_unreachable(exc):
                 raise
-            runtime.ms.sleep(delays[attempt])
+            runtime.microsoft.sleep(delays[attempt])
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
@@ -235,7 +235,7 @@ def _stored_with(connection: Connection, code: str) -> bool:
 def _result_jwt(runtime: Runtime, item: FinishedItem, recorded: Recorded) -> str:
     """The form_post result: the redeemable payload, signed ES256 with our published key."""
     now = runtime.now()
-    keys = runtime.keys
+    keys = runtime.credentials
     claims = {
         "iss": runtime.settings.public_base_url,
         "aud": item.provider_id,

@@ -83,11 +83,6 @@ class IssuedKey:
         return f"IssuedKey(key_id={self.key_id!r}, api_key='***')"
 
 
-def hash_api_key(api_key: str) -> str:
-    """SHA-256 hex digest of a key, as stored."""
-    return digest(api_key)
-
-
 def authenticate(runtime: Runtime, api_key: str) -> str:
     """Return the provider id owning ``api_key``; raise :class:`errors.Unauthenticated`.
 
@@ -97,7 +92,7 @@ def authenticate(runtime: Runtime, api_key: str) -> str:
         raise errors.Unauthenticated("API key is missing or malformed")
     now = runtime.now()
     query = select(api_keys.c.provider_id).where(
-        api_keys.c.key_hash == hash_api_key(api_key),
+        api_keys.c.key_hash == digest(api_key),
         api_keys.c.revoked_at.is_(None),
         or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
     )
@@ -400,7 +395,7 @@ def _insert_key(
         insert(api_keys).values(
             id=key_id,
             provider_id=provider_id,
-            key_hash=hash_api_key(api_key),
+            key_hash=digest(api_key),
             prefix=api_key[:11],
             created_at=now,
         )

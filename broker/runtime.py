@@ -12,20 +12,37 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from sqlalchemy import Engine
 
 from broker.catalog import Catalog, load_catalog
 from broker.db import make_engine
 from broker.settings import Settings
+from broker.tokens import RandomBytes
 
 if TYPE_CHECKING:
     from broker.credentials import Credentials
     from broker.microsoft import Microsoft
 
 Clock = Callable[[], datetime]
-RandomBytes = Callable[[int], bytes]
+
+
+class _NotLoaded:
+    """Stands in for a part only the admin flow loads; any use says which part is missing."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RuntimeError(f"this runtime was built without {self._what}")
+
+    def __repr__(self) -> str:
+        return f"<no {self._what}>"
+
+
+_NO_CREDENTIALS = cast("Credentials", _NotLoaded("credentials"))
+_NO_MICROSOFT = cast("Microsoft", _NotLoaded("a Microsoft client"))
 
 
 def system_clock() -> datetime:
@@ -42,26 +59,13 @@ class Runtime:
     catalog: Catalog
     clock: Clock = system_clock
     random_bytes: RandomBytes = secrets.token_bytes
-    credentials: Credentials | None = None
-    microsoft: Microsoft | None = None
+    # The CLI and the worker never sign anyone in, so they run without these.
+    credentials: Credentials = _NO_CREDENTIALS
+    microsoft: Microsoft = _NO_MICROSOFT
 
     def now(self) -> datetime:
         """The current time in UTC."""
         return self.clock().astimezone(UTC)
-
-    @property
-    def keys(self) -> Credentials:
-        """The loaded credentials; only the admin flow needs them."""
-        if self.credentials is None:
-            raise RuntimeError("this runtime was built without credentials")
-        return self.credentials
-
-    @property
-    def ms(self) -> Microsoft:
-        """The Microsoft client; only the admin flow needs it."""
-        if self.microsoft is None:
-            raise RuntimeError("this runtime was built without a Microsoft client")
-        return self.microsoft
 
 
 def open_runtime(settings: Settings, *, with_microsoft: bool = True) -> Runtime:

@@ -121,7 +121,13 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "Base URL admins reach the broker on; action item URLs start with it. "
         "Must be https in production.",
     ),
-    "DATA_DIR": ("./var", "Folder for the default SQLite database and other local files."),
+    "DATA_DIR": (
+        "(see rule)",
+        "Folder for the default SQLite database, the sandbox provider's key and generated keys. "
+        "Unset: the checkout's `var/` when ctt-broker runs from a source checkout (`make run`, "
+        "`.venv/bin/ctt-broker` from any folder), else `$XDG_DATA_HOME/ctt-broker` "
+        "(`~/.local/share/ctt-broker`). Never the current directory.",
+    ),
     "DATABASE_URL": (
         "sqlite:///{DATA_DIR}/ctt-broker.sqlite3",
         "SQLAlchemy URL. `postgresql+psycopg://...` for production and several instances.",
@@ -279,7 +285,14 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     ),
 }
 
-_UNSET = ("(by cloud)", "(by mode)", "(sandbox credentials)", "(generated in DATA_DIR)", "(none)")
+_UNSET = (
+    "(by cloud)",
+    "(by mode)",
+    "(sandbox credentials)",
+    "(generated in DATA_DIR)",
+    "(none)",
+    "(see rule)",
+)
 MICROSOFT_LOGIN_HOST = "https://login.microsoftonline.com"
 EMULATOR_LOGIN_HOST = "https://login.emulator.test"
 EMULATOR_URL = "http://127.0.0.1:8400"
@@ -293,6 +306,23 @@ CLOUDS = {
     "usgov-dod": ("https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
     "china": ("https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
 }
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Where data lives when ``CTT_DATA_DIR`` is unset; never depends on the current directory.
+
+    Run from a source checkout (an editable install, as ``make setup`` makes), the
+    checkout's ``var/``: ``make run`` and ``.venv/bin/ctt-broker`` started from any
+    folder then share one database. Installed as a package: the XDG data folder.
+    """
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "openapi.yaml").is_file():
+        return checkout / "var"
+    xdg = env.get("XDG_DATA_HOME") or ""
+    base = (
+        Path(xdg) if xdg.startswith("/") else Path(env.get("HOME") or Path.home()) / ".local/share"
+    )
+    return (base / "ctt-broker").resolve()
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -329,7 +359,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     public_base_url = parse("PUBLIC_BASE_URL", _base_url, "http://127.0.0.1:8080")
     if mode == "production" and not _is_https(public_base_url):
         problems.append(f"{PREFIX}PUBLIC_BASE_URL: must be https in production mode")
-    data_dir = Path(raw("DATA_DIR")).expanduser().resolve()
+    data_dir = (
+        Path(raw("DATA_DIR")).expanduser().resolve()
+        if raw("DATA_DIR")
+        else default_data_dir(source)
+    )
     database_url = parse("DATABASE_URL", _database_url, "")
     database_url = database_url.replace("{DATA_DIR}", str(data_dir))
     bind = parse("BIND", _bind, "127.0.0.1:8080")

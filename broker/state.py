@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -30,8 +30,7 @@ from typing import Any
 import jwt
 
 from broker.errors import StateExpired, StateInvalid
-
-RandomBytes = Callable[[int], bytes]
+from broker.tokens import RandomBytes, b64url, random_token
 
 ALGORITHM = "HS256"
 STATE_TYP = "ctt-state+jwt"
@@ -73,10 +72,6 @@ _CANONICAL_LAST_SIGNATURE_CHARS = frozenset("AEIMQUYcgkosw048")
 _PUBLIC_KEY_MARKERS = (b"-----BEGIN", b"ssh-", b"ecdsa-sha2-")
 
 
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _b64url_decode_canonical(text: str) -> bytes:
     """Decode unpadded base64url, refusing any text that is not the one canonical encoding.
 
@@ -89,17 +84,9 @@ def _b64url_decode_canonical(text: str) -> bytes:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except binascii.Error:
         raise ValueError("not unpadded base64url") from None
-    if _b64url_encode(data) != text:
+    if b64url(data) != text:
         raise ValueError("not the canonical base64url encoding")
     return data
-
-
-def _random_text(random_bytes: RandomBytes, size: int) -> str:
-    data = random_bytes(size)
-    # A short read from a faulty source would silently weaken every id minted.
-    if len(data) != size:
-        raise ValueError(f"random_bytes returned {len(data)} bytes, expected {size}")
-    return _b64url_encode(data)
 
 
 def _require_aware(now: datetime) -> datetime:
@@ -147,7 +134,7 @@ class StateKeyring:
     @classmethod
     def generate(cls, random_bytes: RandomBytes) -> StateKeyring:
         """A new keyring with one random 256-bit key under a random key id."""
-        kid = _random_text(random_bytes, 6)
+        kid = random_token(random_bytes, 6)
         secret = random_bytes(MIN_SECRET_BYTES)
         if len(secret) != MIN_SECRET_BYTES:
             raise ValueError("random_bytes returned too few bytes for a state key")
@@ -190,7 +177,7 @@ class StateKeyring:
     def to_setting(self) -> str:
         """The keyring in the :meth:`from_setting` format, active key first. Contains secrets."""
         order = [self.active_kid, *(kid for kid in self.keys if kid != self.active_kid)]
-        return ",".join(f"{kid}:{_b64url_encode(self.keys[kid])}" for kid in order)
+        return ",".join(f"{kid}:{b64url(self.keys[kid])}" for kid in order)
 
 
 @dataclass(frozen=True)
@@ -208,12 +195,12 @@ class FlowState:
 
 def new_binding_nonce(random_bytes: RandomBytes) -> str:
     """A fresh browser-binding nonce (128 random bits, base64url) for the flow's cookie."""
-    return _random_text(random_bytes, RANDOM_ID_BYTES)
+    return random_token(random_bytes, RANDOM_ID_BYTES)
 
 
 def binding_hash(nonce: str) -> str:
     """SHA-256 of the binding nonce, base64url without padding: what the state carries."""
-    return _b64url_encode(hashlib.sha256(nonce.encode("utf-8")).digest())
+    return b64url(hashlib.sha256(nonce.encode("utf-8")).digest())
 
 
 def binding_matches(state: FlowState, cookie_nonce: str | None) -> bool:
@@ -270,7 +257,7 @@ def mint_state(
     issued = int(_require_aware(now).timestamp())
     expires = issued + lifetime_seconds
     flow = FlowState(
-        jti=_random_text(random_bytes, RANDOM_ID_BYTES),
+        jti=random_token(random_bytes, RANDOM_ID_BYTES),
         action_item_id=action_item_id,
         action_type=action_type,
         callback_url=callback_url,

@@ -276,10 +276,10 @@ def deploy_teams_apps(
     if not isinstance(token, str) or not token:
         raise errors.MicrosoftError("Microsoft returned no access token for the catalog")
     client = GraphCatalogClient(
-        runtime.ms.http_client,
+        runtime.microsoft.http_client,
         runtime.settings.graph_host,
         token,
-        sleep=runtime.ms.sleep,
+        sleep=runtime.microsoft.sleep,
         clock=runtime.now,
         retry_budget_seconds=runtime.settings.graph_retry_budget_seconds,
     )

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker import errors
+from broker.ids import is_guid
 
 # Our own safety limits for opening a zip (Microsoft publishes no package limits we rely on).
 MAX_ENTRIES = 32
@@ -52,7 +53,6 @@ SCHEMA_URL = (
     "https://developer.microsoft.com/json-schemas/teams/v{version}/MicrosoftTeams.schema.json"
 )
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # The regular expression semver.org publishes for a valid version (no "v", no leading zeros).
 _SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -266,7 +266,7 @@ def _check_manifest(
             Defect("SCHEMA_MISMATCH", "$schema is not the schema of manifestVersion", "$schema")
         )
     app_id = manifest.get("id")
-    if not isinstance(app_id, str) or not _GUID.match(app_id):
+    if not is_guid(app_id):
         defects.append(Defect("ID_NOT_GUID", "id must be a GUID", "id"))
     version = manifest.get("version")
     if not isinstance(version, str) or len(version) > VERSION_MAX or not _SEMVER.match(version):
@@ -300,7 +300,7 @@ def _check_manifest(
         bots = []
     for index, bot in enumerate(bots):
         bot_id = bot.get("botId") if isinstance(bot, dict) else None
-        if not isinstance(bot_id, str) or not _GUID.match(bot_id):
+        if not is_guid(bot_id):
             defects.append(
                 Defect(
                     "BOT_ID_INVALID",

@@ -11,15 +11,21 @@ import base64
 import hashlib
 from collections.abc import Callable
 
+RandomBytes = Callable[[int], bytes]
+
 
 def b64url(data: bytes) -> str:
     """Unpadded base64url."""
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
-def random_token(random_bytes: Callable[[int], bytes], size: int = 32) -> str:
+def random_token(random_bytes: RandomBytes, size: int = 32) -> str:
     """``size`` random bytes as unpadded base64url (32 bytes: 43 characters)."""
-    return b64url(random_bytes(size))
+    data = random_bytes(size)
+    # A short read from a faulty source would silently weaken every token minted.
+    if len(data) != size:
+        raise ValueError(f"random_bytes returned {len(data)} bytes, expected {size}")
+    return b64url(data)
 
 
 def digest(token: str) -> str:

@@ -53,8 +53,9 @@ from broker.db import UtcDateTime, events, providers, webhook_attempts, webhook_
 from broker.event_sealing import erase_sealed_tokens, open_event_body
 from broker.ids import new_id
 from broker.providers import get_provider
-from broker.runtime import RandomBytes, Runtime
+from broker.runtime import Runtime
 from broker.timestamps import rfc3339_parameter
+from broker.tokens import RandomBytes
 from broker.webhook_secrets import live_secrets_at
 
 RETRY_BASE_SECONDS = 30

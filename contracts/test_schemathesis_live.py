@@ -3,28 +3,107 @@
 The configuration is ``contracts/schemathesis.toml`` (every check on, redirects
 not followed). Several seeds per run: one fixed for reproducibility and two
 drawn fresh, printed so a failure can be replayed.
+
+Before the run an admin completes a registration, so events, a finished action item
+and an open one exist for the links (``contracts/test_links.py``) to lead to. Each run
+reports its link coverage and which operations answered with success; it fails when an
+operation the fuzzer can drive never did.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
+import yaml
 
 from contracts.conftest import REPO, RunningSandbox
+from contracts.test_links import NOT_LINKABLE
+from emulator import complete_browser_flow
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SEEDS = [20261127, random.randrange(1, 2**31), random.randrange(1, 2**31)]  # noqa: S311
+SPEC: dict[str, Any] = yaml.safe_load((REPO / "openapi.yaml").read_text())
+# Launching needs the handle inside a one-time url; the callback, the form_post resume and
+# redeeming need Microsoft's answer: the flow tests drive those, the fuzzer cannot.
+NOT_DRIVABLE = set(NOT_LINKABLE)
+
+
+def seed_live_resources(sandbox: RunningSandbox) -> None:
+    """A finished registration with its events, and an action item still open."""
+    api = httpx.Client(
+        base_url=sandbox.broker,
+        headers={"Authorization": f"Bearer {sandbox.api_key}"},
+        timeout=20,
+    )
+    with api:
+        created = api.post("/enterprises", json={"name": "Fuzz Seed", "externalId": "fuzz-seed"})
+        if created.status_code == 409:
+            return  # seeded by an earlier seed's run in this session
+        assert created.status_code == 201, created.text
+        enterprise_id = created.json()["enterpriseId"]
+
+        def link(action_type: str) -> dict[str, Any]:
+            body = {
+                "actionType": action_type,
+                "enterpriseId": enterprise_id,
+                "callbackUrl": sandbox.callback_url,
+            }
+            answer = api.post("/enterprise/getActionItemUrl", json=body)
+            assert answer.status_code == 201, answer.text
+            result: dict[str, Any] = answer.json()
+            return result
+
+        with httpx.Client(timeout=20, follow_redirects=False) as browser:
+            launched = browser.get(link("REGISTRATION")["url"])
+            assert launched.status_code == 302, launched.text
+            done = complete_browser_flow(
+                browser, launched.headers["location"], username="admin@fabrikam.onmicrosoft.com"
+            )
+            back = browser.get(done.redirect_uri, params=done.params)
+            assert back.status_code == 303, back.text
+        code = dict(
+            part.split("=", 1) for part in urlsplit(back.headers["location"]).query.split("&")
+        )["resultCode"]
+        # Completed, or failed when another test registered Fabrikam first: events either way.
+        assert api.post("/results/redeem", json={"resultCode": code}).status_code == 200
+        link("REGISTRATION")  # left open (a registration link works whatever the outcome)
+
+
+def operation_of(method: str, path: str) -> str | None:
+    for template, item in SPEC["paths"].items():
+        pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"
+        if re.match(pattern, path) and method.lower() in item:
+            return str(item[method.lower()]["operationId"])
+    return None
+
+
+def statuses_by_operation(har: Path) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = defaultdict(list)
+    for entry in json.loads(har.read_text("utf-8"))["log"]["entries"]:
+        operation = operation_of(entry["request"]["method"], urlsplit(entry["request"]["url"]).path)
+        if operation is not None:
+            seen[operation].append(int(entry["response"]["status"]))
+    return seen
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
-def test_running_service_honours_its_spec(running_sandbox: RunningSandbox, seed: int) -> None:
+def test_running_service_honours_its_spec(
+    running_sandbox: RunningSandbox, seed: int, tmp_path: Path
+) -> None:
+    seed_live_resources(running_sandbox)
+    har = tmp_path / "run.har"
     completed = subprocess.run(  # noqa: S603
         [
             str(SCHEMATHESIS),
@@ -36,6 +115,10 @@ def test_running_service_honours_its_spec(running_sandbox: RunningSandbox, seed:
             f"Authorization: Bearer {running_sandbox.api_key}",
             "--seed",
             str(seed),
+            "--report",
+            "har",
+            "--report-har-path",
+            str(har),
         ],
         env={**os.environ, "SCHEMATHESIS_HOOKS": "contracts.teams_media", "PYTHONPATH": str(REPO)},
         cwd=REPO,
@@ -46,7 +129,25 @@ def test_running_service_honours_its_spec(running_sandbox: RunningSandbox, seed:
     )
     output = completed.stdout + completed.stderr
     summary = re.search(r"(\d+) generated, .*", output)
+    links = re.search(r"API Links:\s+(.*)", output)
     print(f"schemathesis seed={seed}: {summary.group(0) if summary else 'no summary'}")
-    assert completed.returncode == 0, output[-6000:]
+    print(f"  link coverage: {links.group(1) if links else 'not reported'}")
+    # The whole output: a stateful failure is described far above the summary.
+    assert completed.returncode == 0, output
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
         assert f"✅ {phase}" in output or f"✅  {phase}" in output, (phase, output[-3000:])
+
+    seen = statuses_by_operation(har)
+    every = {
+        op["operationId"]
+        for item in SPEC["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    reached = {op for op, codes in seen.items() if any(200 <= c < 400 for c in codes)}
+    for operation in sorted(every):
+        codes = seen.get(operation, [])
+        good = sum(200 <= c < 400 for c in codes)
+        print(f"  {operation:<28} {good:>4} succeeded of {len(codes):>4}")
+    unreached = sorted(every - reached - NOT_DRIVABLE)
+    assert unreached == [], f"operations the fuzzer never reached with live resources: {unreached}"

@@ -14,10 +14,10 @@ from emulator.config import (
     Tenant,
     User,
 )
+from emulator.core import Emulator
 from emulator.driver import AuthorizeResult, complete_browser_flow
 from emulator.errors import EntraError
 from emulator.seed import default_apps, default_config, default_tenants
-from emulator.state import Emulator
 
 __all__ = [
     "CONSUMERS_TENANT_ID",

@@ -8,8 +8,8 @@ import logging
 import uvicorn
 
 from emulator.app import create_emulator_app
+from emulator.core import Emulator
 from emulator.seed import default_config
-from emulator.state import Emulator
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,9 +14,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from emulator import pages
+from emulator.core import Emulator, Respond, ShowConsent, ShowPicker, Step
 from emulator.errors import EntraError, error_body
 from emulator.graph import GraphError, GraphReply
-from emulator.state import Emulator, Respond, ShowConsent, ShowPicker, Step
 
 logger = logging.getLogger("emulator")
 

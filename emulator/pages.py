@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from html import escape
 
 from emulator.config import EmulatorConfig
+from emulator.core import ShowConsent, ShowPicker
 from emulator.errors import EntraError
-from emulator.state import ShowConsent, ShowPicker
 
 SELECT_PATH = "/emulator-ui/select"
 CONSENT_PATH = "/emulator-ui/consent"

@@ -83,6 +83,24 @@ BODY_VALIDATORS = MediaTypeDict(
 )
 
 
+def swagger_ui_options(settings: Settings, spec: dict[str, Any]) -> SwaggerUIOptions:
+    """Swagger UI that works on the first try.
+
+    Connexion serves the spec with a relative server (its base path), which Swagger UI
+    shows as an empty choice; the UI gets the spec in its config instead, with this
+    broker's public base URL as the server. The API key survives a reload
+    (``persistAuthorization``, kept in the browser's local storage).
+    """
+    described = {
+        **spec,
+        "servers": [{"url": settings.public_base_url, "description": "this broker"}],
+    }
+    return SwaggerUIOptions(
+        swagger_ui=settings.swagger_ui,
+        swagger_ui_config={"spec": described, "persistAuthorization": True},
+    )
+
+
 def create_app(
     settings: Settings,
     runtime: Runtime | None = None,
@@ -96,6 +114,7 @@ def create_app(
     if configure_logs:
         observability.configure_logging(settings.log_level)
     metrics.watch_pool(runtime.engine)
+    spec = yaml.safe_load(SPEC_PATH.read_text("utf-8"))
     app = AsyncApp(__name__, specification_dir=str(SPEC_PATH.parent))
     app.add_api(
         SPEC_PATH.name,
@@ -104,9 +123,8 @@ def create_app(
         validate_responses=settings.mode == "sandbox",
         pythonic_params=True,
         validator_map={"parameter": NamedParameterValidator, "body": BODY_VALIDATORS},
-        swagger_ui_options=SwaggerUIOptions(swagger_ui=settings.swagger_ui),
+        swagger_ui_options=swagger_ui_options(settings, spec),
     )
-    spec = yaml.safe_load(SPEC_PATH.read_text("utf-8"))
     handle = problems.make_handler(problems.MethodTable(spec["paths"]))
     for exception in (
         errors.BrokerError,

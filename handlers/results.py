@@ -17,4 +17,4 @@ def redeem_result(body: dict[str, Any], user: str) -> views.Reply:
 def get_jwks() -> tuple[dict[str, Any], int, dict[str, str]]:
     """``getJwks``: public keys verifying form_post result JWTs (cacheable)."""
     headers = {"Content-Type": "application/json", "Cache-Control": "public, max-age=3600"}
-    return current_runtime().keys.jwks(), 200, headers
+    return current_runtime().credentials.jwks(), 200, headers

@@ -139,9 +139,11 @@ def prepare(plan: Plan, settings: Settings) -> dict[str, str]:
     record: dict[str, str] = json.loads(
         (settings.data_dir / "sandbox-provider.json").read_text("utf-8")
     )
-    callback = f"{plan.portal_url}/callback"
-    if callback not in cli.SANDBOX_CALLBACKS:
-        # A portal on another port needs its callback on the provider's allow-list.
+    for path in ("/callback", "/walkthrough"):
+        callback = f"{plan.portal_url}{path}"
+        if callback in cli.SANDBOX_CALLBACKS:
+            continue
+        # A portal on another port needs its callbacks on the provider's allow-list.
         argv = ["provider", "add-callback", record["providerId"], callback]
         if cli.main(argv, env=plan.env, out=quiet, err=problems) != 0:
             raise SandboxError(f"cannot allow {callback}: {problems.getvalue().strip()}")

@@ -268,7 +268,8 @@ def row(page: Page, heading: str, label: str) -> str:
     """The value of the row labelled exactly ``label`` in section ``heading``."""
     exact = re.compile(f"^{re.escape(label)}$")
     found = section(page, heading).locator("tr", has=page.locator("th", has_text=exact))
-    return found.locator("td").inner_text().strip()
+    # text_content, not inner_text: a row may sit in a folded <details> (the raw MSAL result).
+    return (found.locator("td").text_content() or "").strip()
 
 
 def outcome_row(page: Page, label: str) -> str:
@@ -297,7 +298,7 @@ def registered(browser: Browser, sandbox: Sandbox) -> None:
     tab = open_tab(browser, sandbox)
     try:
         run_journey(tab, sandbox, "REGISTRATION", CONTOSO_ADMIN)
-        assert tab.page.locator("h1").inner_text() == "REGISTRATION: completed"
+        assert tab.page.locator("h1").inner_text() == "Register your enterprise: completed"
     finally:
         tab.context.close()
     assert sandbox.is_registered()

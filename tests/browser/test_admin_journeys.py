@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from sandbox.portal.views import action_title
 from tests.browser.conftest import (
     CONTOSO_ADMIN,
     CONTOSO_DECLINER,
@@ -38,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 Screenshot = Callable[..., Path]
 
-SIGN_IN = "Sign-in (MSAL authentication result)"
+SIGN_IN = "Signed in"
 CONSENT_ACTIONS = [
     "GET_USER_SYNC_CONSENT",
     "GET_PRESENCE_CONSENT",
@@ -81,7 +82,7 @@ def test_registration_succeeds(tab: Tab, sandbox: Sandbox, screenshot: Screensho
     choice = "REGISTRATION+reregister" if sandbox.is_registered() else "REGISTRATION"
     run_journey(tab, sandbox, choice, CONTOSO_ADMIN)
 
-    assert page.locator("h1").inner_text() == "REGISTRATION: completed"
+    assert page.locator("h1").inner_text() == "Register your enterprise: completed"
     assert_no_portal_warning(tab)
     assert outcome_row(page, "Status") == "completed"
     assert outcome_row(page, "Verified via") == "resultCode redeemed by the portal's backend"
@@ -102,7 +103,7 @@ def test_consent_is_granted(
     page = tab.page
     run_journey(tab, sandbox, action_type, CONTOSO_ADMIN)
 
-    assert page.locator("h1").inner_text() == f"{action_type}: completed"
+    assert page.locator("h1").inner_text() == f"{action_title(action_type)}: completed"
     assert_no_portal_warning(tab)
     assert outcome_row(page, "Action type") == action_type
     assert outcome_row(page, "Error code") == "—"
@@ -112,7 +113,7 @@ def test_consent_is_granted(
     assert required != "—" and set(required.split()) <= set(confirmed.split())
     # The enterprise's consent table, read back from the broker, shows it granted too.
     table = section(page, "Microsoft consents")
-    assert "granted" in table.locator("tr", has_text=action_type).inner_text()
+    assert "granted" in table.locator("tr", has_text=action_title(action_type)).inner_text()
     assert_broker_redirects(tab)
     screenshot(page)
 
@@ -126,7 +127,7 @@ def test_login_enterprise_admin_succeeds(
         tab, sandbox, "LOGIN_ENTERPRISE_ADMIN", CONTOSO_ADMIN, form_post=delivery == "form_post"
     )
 
-    assert page.locator("h1").inner_text() == "LOGIN_ENTERPRISE_ADMIN: completed"
+    assert page.locator("h1").inner_text() == f"{action_title('LOGIN_ENTERPRISE_ADMIN')}: completed"
     assert_no_portal_warning(tab)
     assert outcome_row(page, "Microsoft tenant") == sandbox.enterprise()["registration"]["tenantId"]
     assert row(page, SIGN_IN, "Account") == CONTOSO_ADMIN
@@ -151,7 +152,7 @@ def test_decliner_gets_consent_declined(
     page = tab.page
     run_journey(tab, sandbox, "LOGIN_ENTERPRISE_ADMIN", CONTOSO_DECLINER)
 
-    assert page.locator("h1").inner_text() == "LOGIN_ENTERPRISE_ADMIN: failed"
+    assert page.locator("h1").inner_text() == f"{action_title('LOGIN_ENTERPRISE_ADMIN')}: failed"
     assert_no_portal_warning(tab)
     assert outcome_row(page, "Error code") == "CONSENT_DECLINED"
     assert_broker_redirects(tab)
@@ -165,7 +166,7 @@ def test_cancel_button_gets_consent_declined(
     page = tab.page
     run_journey(tab, sandbox, "GET_CONTACTS_CONSENT", CONTOSO_ADMIN, decision="cancel")
 
-    assert page.locator("h1").inner_text() == "GET_CONTACTS_CONSENT: failed"
+    assert page.locator("h1").inner_text() == f"{action_title('GET_CONTACTS_CONSENT')}: failed"
     assert_no_portal_warning(tab)
     assert outcome_row(page, "Error code") == "CONSENT_DECLINED"
     assert_broker_redirects(tab)
@@ -178,7 +179,7 @@ def test_non_admin_gets_not_global_admin(
     page = tab.page
     run_journey(tab, sandbox, "LOGIN_ENTERPRISE_ADMIN", CONTOSO_USER)
 
-    assert page.locator("h1").inner_text() == "LOGIN_ENTERPRISE_ADMIN: failed"
+    assert page.locator("h1").inner_text() == f"{action_title('LOGIN_ENTERPRISE_ADMIN')}: failed"
     assert_no_portal_warning(tab)
     assert outcome_row(page, "Error code") == "NOT_GLOBAL_ADMIN"
     assert section(page, SIGN_IN).count() == 0  # no tokens for a refusal
@@ -192,7 +193,7 @@ def test_admin_of_another_tenant_gets_login_wrong_tenant(
     page = tab.page
     run_journey(tab, sandbox, "LOGIN_ENTERPRISE_ADMIN", FABRIKAM_ADMIN)
 
-    assert page.locator("h1").inner_text() == "LOGIN_ENTERPRISE_ADMIN: failed"
+    assert page.locator("h1").inner_text() == f"{action_title('LOGIN_ENTERPRISE_ADMIN')}: failed"
     assert_no_portal_warning(tab)
     assert outcome_row(page, "Error code") == "LOGIN_WRONG_TENANT"
     assert outcome_row(page, "Signed in with tenant") == "bbbbbbbb-0000-4000-8000-00000000fab0"
@@ -334,7 +335,7 @@ def test_callback_in_another_browser_is_refused(
     tab.context.unroute(f"{sandbox.emulator}/emulator-ui/**")
     page_a.goto(callback_url)
     page_a.wait_for_url(lambda url: url.startswith(f"{sandbox.portal}/callback"))
-    assert page_a.locator("h1").inner_text() == "LOGIN_ENTERPRISE_ADMIN: completed"
+    assert page_a.locator("h1").inner_text() == "Sign in as your Global Admin: completed"
     assert_no_portal_warning(tab)
     assert outcome_row(page_a, "Action item") == item_id
     assert sandbox.api("GET", f"/actionItems/{item_id}").json()["status"] == "completed"

@@ -38,7 +38,7 @@ def test_deploy_publishes_then_updates_then_leaves_unchanged(
 ) -> None:
     page = tab.page
     run_journey(tab, sandbox, "DEPLOY_TEAMS_APPS", CONTOSO_ADMIN)
-    assert page.locator("h1").inner_text() == "DEPLOY_TEAMS_APPS: completed"
+    assert page.locator("h1").inner_text() == "Deploy Teams apps: completed"
     first = deployed_status(tab)
     assert first in ("published", "updated", "unchanged")  # the session may have deployed before
     screenshot(page, "1-published")
@@ -47,7 +47,7 @@ def test_deploy_publishes_then_updates_then_leaves_unchanged(
     with page.expect_navigation():
         section(page, "Teams apps").locator('form[action="/teams/bump"] button').click()
     run_journey(tab, sandbox, "DEPLOY_TEAMS_APPS", CONTOSO_TEAMS_ADMIN)
-    assert page.locator("h1").inner_text() == "DEPLOY_TEAMS_APPS: completed"
+    assert page.locator("h1").inner_text() == "Deploy Teams apps: completed"
     assert deployed_status(tab) == "updated"
     screenshot(page, "2-updated")
 
@@ -64,6 +64,6 @@ def test_deploy_by_a_user_without_the_role_gets_not_teams_admin(
 ) -> None:
     page = tab.page
     run_journey(tab, sandbox, "DEPLOY_TEAMS_APPS", CONTOSO_USER)
-    assert page.locator("h1").inner_text() == "DEPLOY_TEAMS_APPS: failed"
+    assert page.locator("h1").inner_text() == "Deploy Teams apps: failed"
     assert outcome_row(page, "Error code") == "NOT_TEAMS_ADMIN"
     screenshot(page)

@@ -33,8 +33,8 @@ def _app_token(
     client_id: str = USER_SYNC_APP_ID,
     secret: str = USER_SYNC_APP_SECRET,
 ) -> dict[str, object]:
-    # A fresh MSAL application per attempt: MSAL caches HTTP 400 answers for 60 s per app
-    # object (see test_msal_caches_a_400_so_retrying_on_the_same_app_object_is_stale).
+    # A fresh MSAL application per attempt, as the broker does: MSAL remembers a 400
+    # answer for a while per application object.
     result: dict[str, object] = make_app(client_id, secret, tenant).acquire_token_for_client(
         [GRAPH_DEFAULT_SCOPE]
     )
@@ -114,15 +114,21 @@ def test_consent_propagation_delay_hides_the_service_principal_until_it_elapses(
     assert _roles(_app_token(make_app, CONTOSO_TENANT_ID)) == ["User.Read.All"]
 
 
-def test_msal_caches_a_400_so_retrying_on_the_same_app_object_is_stale(
-    make_app: MakeApp, emulator: Emulator
+def test_the_token_endpoint_answers_each_request_from_the_current_grants(
+    client: TestClient, emulator: Emulator
 ) -> None:
-    """Documents MSAL 1.39 behaviour the broker must design around when retrying."""
-    app = make_app(USER_SYNC_APP_ID, USER_SYNC_APP_SECRET, CONTOSO_TENANT_ID)
-    assert "error" in app.acquire_token_for_client([GRAPH_DEFAULT_SCOPE])
+    """The emulator keeps no memory of a refusal: the request after a grant gets a token."""
+    request = {
+        "grant_type": "client_credentials",
+        "client_id": USER_SYNC_APP_ID,
+        "client_secret": USER_SYNC_APP_SECRET,
+        "scope": GRAPH_DEFAULT_SCOPE,
+    }
+    before = client.post(f"/{CONTOSO_TENANT_ID}/oauth2/v2.0/token", data=request)
+    assert before.status_code == 400 and before.json()["error_codes"] == [700016]
     emulator.grant_admin_consent(CONTOSO_TENANT_ID, USER_SYNC_APP_ID)
-    assert "error" in app.acquire_token_for_client([GRAPH_DEFAULT_SCOPE])  # cached 400
-    assert "access_token" in _app_token(make_app, CONTOSO_TENANT_ID)  # a fresh app succeeds
+    after = client.post(f"/{CONTOSO_TENANT_ID}/oauth2/v2.0/token", data=request)
+    assert after.status_code == 200 and "access_token" in after.json()
 
 
 def test_admin_consent_cancel_carries_error_and_also_admin_consent_true(

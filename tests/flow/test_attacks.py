@@ -115,7 +115,7 @@ def test_expired_state_is_refused(world: World) -> None:
 
 def test_state_for_another_audience_is_refused(world: World) -> None:
     params, _ = started(world)
-    keyring = world.runtime.keys.state_keyring
+    keyring = world.runtime.credentials.state_keyring
     claims = jwt.decode(params["state"], options={"verify_signature": False})
     claims["aud"] = "someone-else"
     params["state"] = jwt.encode(

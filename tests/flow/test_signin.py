@@ -180,7 +180,7 @@ def test_microsoft_keys_unreachable_is_microsoft_unavailable_not_a_bad_token(wor
     def down(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503)
 
-    world.runtime.ms.jwks = JwksCache(
+    world.runtime.microsoft.jwks = JwksCache(
         httpx.Client(transport=httpx.MockTransport(down)), clock=world.clock
     )
     query = returned(world.run("REGISTRATION", CONTOSO_ADMIN))

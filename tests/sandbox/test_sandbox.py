@@ -133,7 +133,7 @@ def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox)
 
         registered, registration_hops = run_action(sandbox, browser, "REGISTRATION")
         assert "Warning" not in registered.text
-        assert "REGISTRATION: completed" in registered.text
+        assert "Register your enterprise: completed" in registered.text
         assert "Result bound to this session" in registered.text
         assert "admin@contoso.onmicrosoft.com" in registered.text
         assert ">registered<" in registered.text
@@ -144,13 +144,13 @@ def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox)
 
         consented, consent_hops = run_action(sandbox, browser, "GET_PRESENCE_CONSENT")
         assert "Warning" not in consented.text
-        assert "GET_PRESENCE_CONSENT: completed" in consented.text
+        assert "Allow Teams presence: completed" in consented.text
         assert ">granted<" in consented.text and "Presence.ReadWrite.All" in consented.text
 
         signed_in, form_post_hops = run_action(
             sandbox, browser, "LOGIN_ENTERPRISE_ADMIN", form_post=True
         )
-        assert "LOGIN_ENTERPRISE_ADMIN: completed" in signed_in.text
+        assert "Sign in as your Global Admin: completed" in signed_in.text
         assert "form_post result JWT" in signed_in.text
         assert "Result bound to this session" in signed_in.text
 
@@ -175,14 +175,14 @@ def test_registration_then_presence_consent_through_the_portal(sandbox: Sandbox)
 
 def test_result_swapped_into_another_session_is_flagged_by_the_portal() -> None:
     """A customer replays their return URL with another session's result: the portal refuses it."""
-    from sandbox.portal import _binding_check
+    from sandbox.portal.views import binding_check
 
     mine = "https://portal.test/callback"
     other = {"state": "victim-state", "callbackUrl": mine}
-    assert "Result belongs to another session" in _binding_check(other, "my-state", mine)
+    assert "Result belongs to another session" in binding_check(other, "my-state", mine)
     moved = {"state": "my-state", "callbackUrl": "https://portal.test/elsewhere"}
-    assert "Result belongs to another session" in _binding_check(moved, "my-state", mine)
-    assert "Result bound to this session" in _binding_check(
+    assert "Result belongs to another session" in binding_check(moved, "my-state", mine)
+    assert "Result bound to this session" in binding_check(
         {"state": "my-state", "callbackUrl": mine}, "my-state", mine
     )
 
@@ -225,7 +225,7 @@ def test_teams_apps_publish_then_update_then_unchanged_through_the_portal(
                 )
                 assert uploaded.status_code == 303, uploaded.text
             page, hops = run_action(sandbox, browser, "DEPLOY_TEAMS_APPS")
-            assert "DEPLOY_TEAMS_APPS: completed" in page.text, page.text[-3000:]
+            assert "Deploy Teams apps: completed" in page.text, page.text[-3000:]
             section = page.text.split("Teams apps deployed", 1)[1].split("</table>", 1)[0]
             assert f">{expected}<" in section, section
             chains.append((expected, describe(hops, sandbox)))

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from broker import errors, providers
 from broker.db import api_keys
 from broker.runtime import Runtime
+from broker.tokens import digest
 from tests.conftest import FakeClock
 
 
@@ -18,7 +19,7 @@ def test_api_key_is_stored_only_as_a_hash(runtime: Runtime) -> None:
     with runtime.engine.connect() as connection:
         row = connection.execute(select(api_keys)).mappings().one()
     assert key.api_key not in str(dict(row))
-    assert row["key_hash"] == providers.hash_api_key(key.api_key)
+    assert row["key_hash"] == digest(key.api_key)
     assert "***" in repr(key) and key.api_key not in repr(key)
 
 

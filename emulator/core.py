@@ -1,4 +1,4 @@
-"""The emulator's in-memory directory state and protocol logic (framework-free).
+"""The emulator's core: its in-memory directory and the protocol logic (framework-free).
 
 `app.py` turns HTTP requests into calls on an `Emulator`; tests may call it directly too.
 All public methods take the instance lock, so one Emulator can serve concurrent requests.
