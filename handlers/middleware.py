@@ -168,7 +168,7 @@ class RequestGuard:
             scope = {**scope, "query_string": state_only(query), OVERFLOW_KEY: problem.detail}
             problem = head_problem(path, scope["query_string"], headers)
         if problem is not None:
-            await send_problem(send, path, problem)
+            await send_problem(send, scope, problem)
             return
         peer = scope.get("client")
         forwarded = [v.decode("latin-1") for k, v in headers if k.lower() == b"x-forwarded-for"]
@@ -180,14 +180,14 @@ class RequestGuard:
         if admin:
             problem = await self._admin_rate_problem(path, ip)
             if problem is not None:
-                await send_problem(send, path, problem)
+                await send_problem(send, scope, problem)
                 return
         bulkhead = "admin" if admin else "api"
         if self.in_flight[bulkhead] >= self.max_concurrent_requests:
             busy = errors.ServiceUnavailable(
                 "the broker is busy; try again in a moment", retry_after=1
             )
-            await send_problem(send, path, busy)
+            await send_problem(send, scope, busy)
             return
         self.in_flight[bulkhead] += 1
         try:
@@ -228,7 +228,7 @@ class PathGuard:
         if scope["type"] == "http":
             problem = path_problem(scope["path"])
             if problem is not None:
-                await send_problem(send, scope["path"], problem)
+                await send_problem(send, scope, problem)
                 return
         await self.app(scope, receive, send)
 
@@ -285,7 +285,7 @@ class BodyGuardMiddleware:
         limit = self.max_package_bytes if is_zip else self.max_body_bytes
         declared = headers.get("content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await send_problem(send, scope["path"], self._too_large(is_zip))
+            await send_problem(send, scope, self._too_large(is_zip))
             return
         chunks: list[bytes] = []
         size = 0
@@ -296,7 +296,7 @@ class BodyGuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await send_problem(send, scope["path"], self._too_large(is_zip))
+                await send_problem(send, scope, self._too_large(is_zip))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -313,12 +313,12 @@ class BodyGuardMiddleware:
         if media_type == FORM_MEDIA_TYPE and parameter_count(body) > limit:
             # Form fields cost what query parameters cost: count them before parsing.
             too_many = errors.TooManyParameters(f"the form carries more than {limit} fields")
-            await send_problem(send, scope["path"], too_many)
+            await send_problem(send, scope, too_many)
             return
         if body and _is_json(content_type):
             problem = _json_problem(body)
             if problem is not None:
-                await send_problem(send, scope["path"], problem)
+                await send_problem(send, scope, problem)
                 return
 
         replayed = False
@@ -459,9 +459,11 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def send_problem(send: Send, path: str, error: errors.BrokerError) -> None:
-    """Answer ``error`` from middleware, through the one renderer."""
-    status, headers, body = respond(path, error)
+async def send_problem(send: Send, scope: Scope, error: errors.BrokerError) -> None:
+    """Answer ``error`` from middleware, through the one renderer, in the admin's language."""
+    languages = [v for k, v in scope.get("headers", []) if k.lower() == b"accept-language"]
+    accept_language = languages[0].decode("latin-1") if languages else None
+    status, headers, body = respond(scope["path"], error, accept_language=accept_language)
     raw: list[Any] = [
         (b"content-length", str(len(body)).encode()),
         *[(k.lower().encode(), v.encode()) for k, v in headers.items()],

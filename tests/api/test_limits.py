@@ -328,3 +328,17 @@ def test_redis_down_does_not_take_the_broker_down(runtime: Runtime) -> None:
     limits = RateLimits("redis://127.0.0.1:1/0", rates(admin="1/minute"), "ctt-test")
     client = limited_client(runtime, limits)
     assert [client.get("/actions/" + "E" * 43).status_code for _ in range(3)] == [404] * 3
+
+
+def test_pages_answered_before_routing_speak_the_admins_language(runtime: Runtime) -> None:
+    """A German admin who hits a limit reads why in German, not an English page."""
+    client = limited_client(runtime, fresh_limits("memory://", admin="1/minute"))
+    german = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"}
+    client.get("/actions/" + "F" * 43, headers=german)
+    limited = client.get("/actions/" + "F" * 43, headers=german)
+    assert limited.status_code == 429
+    assert '<html lang="de"' in limited.text
+    assert "There were too many attempts" not in limited.text
+    too_long = client.get(f"/actions/{'G' * 43}?x={'a' * 3000}", headers=german)
+    assert too_long.status_code == 414
+    assert '<html lang="de"' in too_long.text
