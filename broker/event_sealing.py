@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import re
 import threading
@@ -42,6 +43,8 @@ from broker.tokens import RandomBytes, b64url
 # Event data fields that carry tokens.
 TOKEN_FIELDS = ("authenticationResult",)
 MIN_SECRET_BYTES = 32
+log = logging.getLogger("ctt_broker.event_sealing")
+
 _FORMAT = "v1"
 _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _NONCE_BYTES = 12
@@ -138,7 +141,13 @@ def open_event_body(runtime: Runtime, payload: str, sealed: str | None) -> str:
     document = event_document(payload)
     if sealed is None:
         return json.dumps(document)
-    tokens = json.loads(event_keyring(runtime).open(sealed, document["eventId"]))
+    try:
+        tokens = json.loads(event_keyring(runtime).open(sealed, document["eventId"]))
+    except ValueError:
+        # Its key was retired from CTT_EVENT_KEYS (or the blob is damaged): the event
+        # still goes out, without the tokens, rather than blocking the provider's queue.
+        log.warning("event %s: sealed tokens do not open; sent without them", document["eventId"])
+        return json.dumps(document)
     document["data"] = {**document["data"], **tokens}
     return json.dumps(document)
 

@@ -23,12 +23,34 @@ from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from broker import errors
 from broker.db import flows
+from broker.microsoft import RETRY_DELAYS
 from broker.runtime import Runtime
+from broker.settings import Settings
 from broker.tokens import random_token
 
-# Long enough for the Microsoft calls of one completion (their retries included),
-# short enough that an admin's refresh after a crash is not kept waiting long.
-CLAIM_LEASE = timedelta(seconds=60)
+# Calls to Microsoft (or Graph) one completion may make, at most, besides its retried
+# ones: MSAL's discovery before the redemption, and a Teams deployment's find and
+# publish or update per app (a margin for a few apps; the flow's expiry caps it all).
+EXTRA_CALLS = 8
+
+
+def claim_lease(settings: Settings) -> timedelta:
+    """How long a callback holds its flow: the slowest completion the settings allow.
+
+    A shorter lease would let a refresh take the flow over from a callback still
+    waiting on Microsoft, redeem the code a second time (``invalid_grant``) and
+    record that instead of the sign-in that succeeded. Never past the flow's life.
+    """
+    timeout = settings.microsoft_timeout_seconds
+    tries = len(RETRY_DELAYS) + 1
+    one_retried_call = tries * timeout + sum(RETRY_DELAYS)
+    sign_in = 2 * one_retried_call + EXTRA_CALLS * timeout + settings.graph_retry_budget_seconds
+    consent = (
+        settings.consent_confirm_attempts * one_retried_call
+        + (settings.consent_confirm_attempts - 1) * settings.consent_confirm_interval_seconds
+    )
+    worst = max(sign_in, consent) + settings.outcome_write_patience_seconds
+    return timedelta(seconds=min(worst, settings.flow_ttl_seconds))
 
 
 @dataclass(frozen=True)
@@ -118,7 +140,7 @@ def claim_flow(runtime: Runtime, jti: str) -> Claim:
                 flows.c.consumed_at.is_(None),
                 or_(flows.c.claimed_until.is_(None), flows.c.claimed_until <= now),
             )
-            .values(claim_token=token, claimed_until=now + CLAIM_LEASE)
+            .values(claim_token=token, claimed_until=now + claim_lease(runtime.settings))
         )
         if claimed.rowcount != 1:
             if read_consumed(connection, jti):
@@ -170,6 +192,19 @@ def abandoned_flows(connection: Connection, now: datetime, limit: int) -> list[A
         .limit(limit)
     )
     return [AbandonedFlow(jti=row.jti, action_item_id=row.action_item_id) for row in rows]
+
+
+def has_live_flow(connection: Connection, action_item_id: str, now: datetime, jti: str) -> bool:
+    """Whether the item has another flow still running (the admin clicked the link again)."""
+    found = connection.execute(
+        select(flows.c.jti).where(
+            flows.c.action_item_id == action_item_id,
+            flows.c.jti != jti,
+            flows.c.consumed_at.is_(None),
+            or_(flows.c.expires_at > now, flows.c.claimed_until > now),
+        )
+    ).first()
+    return found is not None
 
 
 def consume_abandoned(connection: Connection, flow: AbandonedFlow, now: datetime) -> bool:

@@ -20,6 +20,7 @@ event goes out for a consent that stays granted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -43,6 +44,8 @@ from broker.runtime import Runtime
 OutcomeStatus = Literal["completed", "failed", "pending"]
 ConsentOutcome = Literal["granted", "failed", "pending"]
 Actor = Literal["admin", "system"]
+
+log = logging.getLogger("ctt_broker.lifecycle")
 
 LIVE_ITEM_STATES = ("created", "opened")
 FINISHED_ITEM_STATES = ("completed", "failed", "pending")
@@ -267,7 +270,12 @@ def record_revoked(
 
 
 def record_finished(
-    connection: Connection, runtime: Runtime, item: FinishedItem, outcome: Outcome
+    connection: Connection,
+    runtime: Runtime,
+    item: FinishedItem,
+    outcome: Outcome,
+    *,
+    actor: Actor = "admin",
 ) -> dict[str, Any]:
     """End a live item with ``outcome``: status, tenant or consent, events, audit.
 
@@ -303,7 +311,7 @@ def record_finished(
     if deployed is not None:
         _set_teams_apps(connection, item, deployed, now)
     document = result_document(item, outcome)
-    _announce(connection, runtime, item, outcome, document, actor="admin")
+    _announce(connection, runtime, item, outcome, document, actor=actor)
     return document
 
 
@@ -372,36 +380,44 @@ def fail_abandoned_flows(runtime: Runtime, *, limit: int = 100) -> int:
         candidates = flow_store.abandoned_flows(connection, now, limit)
     ended = 0
     for flow in candidates:
-        with runtime.engine.begin() as connection:
-            if not flow_store.consume_abandoned(connection, flow, now):
-                continue  # a late refresh claimed it meanwhile
-            item = load_finished_item(connection, flow.action_item_id)
-            status = connection.execute(
-                select(action_items.c.status).where(action_items.c.id == flow.action_item_id)
-            ).scalar_one()
-            if status not in LIVE_ITEM_STATES:
-                continue  # revoked or finished by another flow: it has its outcome
-            spec = runtime.catalog.get(item.action_type)
-            error = errors.CompletionInterrupted("the outcome could not be stored in time")
-            consent: dict[str, Any] = (
-                consent_payload(spec.consent_type, spec.scopes, "failed")
-                if spec.consent_type
-                else {}
-            )
-            record_finished(
-                connection,
-                runtime,
-                item,
-                Outcome(
-                    status="failed",
-                    error=error,
-                    consent_type=spec.consent_type,
-                    consent_status="failed" if spec.consent_type else None,
-                    payload=consent,
-                ),
-            )
-            ended += 1
+        try:
+            ended += _fail_abandoned(runtime, flow, now)
+        except Exception:  # one bad row must not stop the others, pass after pass
+            log.exception("could not end the interrupted flow of %s", flow.action_item_id)
     return ended
+
+
+def _fail_abandoned(runtime: Runtime, flow: flow_store.AbandonedFlow, now: datetime) -> int:
+    with runtime.engine.begin() as connection:
+        if flow_store.has_live_flow(connection, flow.action_item_id, now, flow.jti):
+            return 0  # the admin clicked again: that flow brings the outcome (or ends later)
+        if not flow_store.consume_abandoned(connection, flow, now):
+            return 0  # a late refresh claimed it meanwhile
+        item = load_finished_item(connection, flow.action_item_id)
+        status = connection.execute(
+            select(action_items.c.status).where(action_items.c.id == flow.action_item_id)
+        ).scalar_one()
+        if status not in LIVE_ITEM_STATES:
+            return 0  # revoked or finished by another flow: it has its outcome
+        spec = runtime.catalog.get(item.action_type)
+        error = errors.CompletionInterrupted("the outcome could not be stored in time")
+        consent: dict[str, Any] = (
+            consent_payload(spec.consent_type, spec.scopes, "failed") if spec.consent_type else {}
+        )
+        record_finished(
+            connection,
+            runtime,
+            item,
+            Outcome(
+                status="failed",
+                error=error,
+                consent_type=spec.consent_type,
+                consent_status="failed" if spec.consent_type else None,
+                payload=consent,
+            ),
+            actor="system",
+        )
+    return 1
 
 
 def as_it_stands(connection: Connection, item: FinishedItem, outcome: Outcome) -> Outcome:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from broker import errors, flows
 from broker.db import action_items, audit_log, events, make_engine
 from broker.db import flows as flows_table
-from broker.flow_store import CLAIM_LEASE
+from broker.flow_store import claim_lease
 from broker.lifecycle import FINISHED_ITEM_STATES, fail_abandoned_flows
 from broker.outcomes import write_delays
 from broker.runtime import Runtime
@@ -147,7 +147,7 @@ def test_database_failing_at_any_completion_step_is_finished_by_the_admins_refre
         try:
             done = flows.complete(world.runtime, pairs, cookies)
         except errors.FlowInProgress:
-            world.clock.advance(seconds=CLAIM_LEASE.total_seconds() + 1)
+            world.clock.advance(seconds=claim_lease(world.runtime.settings).total_seconds() + 1)
             done = flows.complete(world.runtime, pairs, cookies)
         assert done.outcome.status in ("completed", "failed")
         with pytest.raises(errors.StateReplayed):
@@ -173,7 +173,7 @@ def test_database_failing_after_microsoft_redeemed_the_code_reports_invalid_gran
         flows.complete(faulty, pairs, cookies)
     with pytest.raises(errors.FlowInProgress):
         flows.complete(world.runtime, pairs, cookies)
-    world.clock.advance(seconds=CLAIM_LEASE.total_seconds() + 1)
+    world.clock.advance(seconds=claim_lease(world.runtime.settings).total_seconds() + 1)
     done = flows.complete(world.runtime, pairs, cookies)
     assert (done.outcome.status, done.outcome.error_code) == ("failed", "INVALID_GRANT")
     assert_one_outcome_per_flow(world.runtime)
@@ -261,4 +261,46 @@ def test_racing_callbacks_one_claims_the_flow_the_other_is_asked_to_wait(world: 
     assert sorted(answers) == ["FLOW_IN_PROGRESS", "completed"]
     with pytest.raises(errors.StateReplayed):
         flows.complete(world.runtime, pairs, cookies)
+    assert_one_outcome_per_flow(world.runtime)
+
+
+def test_the_claim_lease_outlasts_the_slowest_completion_the_settings_allow(
+    world: World,
+) -> None:
+    """A refresh must not take a flow over while its first callback still waits on Microsoft
+    (it would redeem the code again and record invalid_grant over a good sign-in)."""
+    settings = world.runtime.settings
+    slowest_redemption = 2 * 4 * settings.microsoft_timeout_seconds  # MSAL set-up + token, 4 tries
+    lease = claim_lease(settings).total_seconds()
+    assert lease >= slowest_redemption + settings.outcome_write_patience_seconds
+    short_flows = replace(settings, flow_ttl_seconds=60)
+    assert claim_lease(short_flows).total_seconds() == 60  # never past the flow's own life
+
+
+def test_an_interrupted_flow_waits_while_the_admins_second_flow_runs(
+    world: World, failing: FailingDatabase
+) -> None:
+    """The database fails mid-callback and the admin clicks the link again: the worker leaves
+    the item to the new flow instead of failing it under the admin's feet."""
+    world.register()
+    link = world.link("GET_PRESENCE_CONSENT")
+    first = world.click(link["url"])
+    params = world.at_microsoft(first.headers["location"], CONTOSO_ADMIN)
+    name, value = first.headers["set-cookie"].split(";", 1)[0].split("=", 1)
+    failing.arm(None)
+    event.listen(failing.engine, "commit", _fail_the_outcome_commit(failing))
+    with pytest.raises(OperationalError):
+        flows.complete(
+            down_for_good(world.runtime, failing.engine), list(params.items()), {name: value}
+        )
+    ttl = world.runtime.settings.flow_ttl_seconds
+    world.clock.advance(seconds=ttl - 30)
+    second = world.click(link["url"])  # the admin tries again before the first flow expires
+    world.clock.advance(seconds=60)  # the first flow's claim and life are over
+    assert fail_abandoned_flows(world.runtime) == 0
+    params = world.at_microsoft(second.headers["location"], CONTOSO_ADMIN)
+    name, value = second.headers["set-cookie"].split(";", 1)[0].split("=", 1)
+    done = flows.complete(world.runtime, list(params.items()), {name: value})
+    assert done.outcome.status == "completed"
+    assert fail_abandoned_flows(world.runtime) == 0
     assert_one_outcome_per_flow(world.runtime)
