@@ -64,7 +64,7 @@ def test_not_ready_without_keys(runtime: Runtime, missing: str) -> None:
     if missing == "all keys":
         keyed = replace(keyed, credentials=None)
     else:
-        keys = keyed.keys
+        keys = keyed.credentials
         app = sorted(keys.apps)[0]
         apps = {name: value for name, value in keys.apps.items() if name != app}
         keyed = replace(keyed, credentials=replace(keys, apps=apps))

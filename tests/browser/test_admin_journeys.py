@@ -266,7 +266,8 @@ def test_unknown_link_shows_the_not_found_page(
     response = tab.page.goto(f"{sandbox.broker}/actions/{secrets.token_urlsafe(32)}")
     assert response is not None and response.status == 404
     text = tab.page.locator("main").inner_text()
-    assert "LINK_NOT_FOUND" in text and "ask your provider for a new one" in text
+    assert "LINK_NOT_FOUND" in text and "This link is not valid." in text
+    assert "return to your provider's portal for a new one" in text
     assert [(a.status, a.path) for a in tab.broker_answers] == [(404, "/actions")]
     assert tab.broker_answers[0].headers["content-type"].startswith("text/html")
     assert_security_headers(tab.broker_answers)
@@ -319,7 +320,8 @@ def test_callback_in_another_browser_is_refused(
         assert response is not None and response.status == 403
         text = other.page.locator("main").inner_text()
         assert "BROWSER_BINDING_MISMATCH" in text
-        assert "Finish the sign-in in the browser where you clicked the link" in text
+        assert "finished in a different browser from the one where it started" in text
+        assert "click its button again, then finish the sign-in here" in text
         assert other.page.url.startswith(callback_prefix)  # never sent on to the portal
         assert other.portal_requests == []
         assert [(a.status, a.path) for a in other.broker_answers] == [(403, "/oauth")]
