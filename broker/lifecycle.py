@@ -328,32 +328,23 @@ def settle_pending(
     if moved.rowcount != 1:
         return False
     outcome = as_it_stands(connection, item, outcome)
-    if outcome.consent_status is None:  # a granted consent stays granted: nothing to write
-        _announce(
-            connection,
-            runtime,
-            item,
-            outcome,
-            result_document(item, outcome),
-            actor="system",
-            confirmed_in_background=True,
+    # None: a granted consent stays granted, so there is nothing to write.
+    if outcome.consent_status is not None:
+        values: dict[str, object] = {
+            "status": outcome.consent_status,
+            "error_code": outcome.error_code,
+            "updated_at": now,
+        }
+        if outcome.consent_status == "granted":
+            values["granted_at"] = now
+        connection.execute(
+            update(enterprise_consents)
+            .where(
+                enterprise_consents.c.enterprise_id == item.enterprise_id,
+                enterprise_consents.c.consent_type == outcome.consent_type,
+            )
+            .values(**values)
         )
-        return True
-    values: dict[str, object] = {
-        "status": outcome.consent_status,
-        "error_code": outcome.error_code,
-        "updated_at": now,
-    }
-    if outcome.consent_status == "granted":
-        values["granted_at"] = now
-    connection.execute(
-        update(enterprise_consents)
-        .where(
-            enterprise_consents.c.enterprise_id == item.enterprise_id,
-            enterprise_consents.c.consent_type == outcome.consent_type,
-        )
-        .values(**values)
-    )
     _announce(
         connection,
         runtime,
