@@ -80,6 +80,7 @@ class Settings:
     rate_limit_api: str = "1200/minute"
     trusted_proxies: str = ""
     swagger_ui: bool = True
+    validate_responses: bool = True
     teams_app_package_max_bytes: int = 1024 * 1024
     graph_retry_budget_seconds: float = 30.0
     # Operations (issue 11): shutdown and metrics.
@@ -266,6 +267,12 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
         "(by mode)",
         "`1` serves Swagger UI at `/ui/`: on in sandbox, off in production.",
     ),
+    "VALIDATE_RESPONSES": (
+        "(by mode)",
+        "`1` checks every API answer against `openapi.yaml` (a stray answer becomes a logged "
+        "500): on in sandbox, the tests and the contract suite, off in production, where it "
+        "would cost about a fifth of an API request's CPU.",
+    ),
     # Operations.
     "GRACEFUL_TIMEOUT_SECONDS": (
         "30",
@@ -445,6 +452,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     }
     trusted_proxies = parse("TRUSTED_PROXIES", _networks, "")
     swagger_ui = parse("SWAGGER_UI", _flag, sandbox)
+    validate_responses = parse("VALIDATE_RESPONSES", _flag, sandbox)
     graceful_timeout = parse("GRACEFUL_TIMEOUT_SECONDS", _int_between(5, 600), 30)
     metrics_bind = parse("METRICS_BIND", _bind, "")
     ca_bundle = parse("CA_BUNDLE", _readable_file, "")
@@ -498,6 +506,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_api=rate_limits["RATE_LIMIT_API"],
         trusted_proxies=trusted_proxies,
         swagger_ui=swagger_ui,
+        validate_responses=validate_responses,
         teams_app_package_max_bytes=package_max,
         graph_retry_budget_seconds=retry_budget,
         graceful_timeout_seconds=graceful_timeout,

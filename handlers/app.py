@@ -120,7 +120,7 @@ def create_app(
         SPEC_PATH.name,
         resolver=SnakeCaseResolver(),
         strict_validation=True,
-        validate_responses=settings.mode == "sandbox",
+        validate_responses=settings.validate_responses,
         pythonic_params=True,
         validator_map={"parameter": NamedParameterValidator, "body": BODY_VALIDATORS},
         swagger_ui_options=swagger_ui_options(settings, spec),

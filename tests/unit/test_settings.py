@@ -153,3 +153,11 @@ def test_abuse_limits_have_safe_defaults_and_are_checked() -> None:
 def test_redis_password_never_appears_in_repr() -> None:
     settings = load_settings({"CTT_RATE_LIMIT_STORAGE": "redis://:hunter2@cache.internal:6379/0"})
     assert "hunter2" not in repr(settings)
+
+
+def test_response_validation_is_on_in_sandbox_and_off_in_production_unless_asked() -> None:
+    assert load_settings({}).validate_responses is True
+    production = {"CTT_MODE": "production", **SECRETS_AND_URL}
+    assert load_settings(production).validate_responses is False
+    assert load_settings({**production, "CTT_VALIDATE_RESPONSES": "1"}).validate_responses is True
+    assert load_settings({"CTT_VALIDATE_RESPONSES": "0"}).validate_responses is False
