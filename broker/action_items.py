@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, select
 
@@ -21,9 +22,9 @@ from broker import errors, lifecycle
 from broker.callbacks import check_callback_url
 from broker.catalog import ActionSpec
 from broker.db import action_items
-from broker.enterprises import get_enterprise
+from broker.enterprises import get_enterprise, registered_tenant
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
-from broker.providers import get_provider
+from broker.providers import callback_rules
 from broker.runtime import Runtime
 from broker.teams_apps import select_packages
 from broker.tokens import digest, random_token
@@ -103,52 +104,65 @@ def create_action_item(
         )
     if result_delivery not in ("redirect", "form_post"):
         raise errors.InvalidRequest("resultDelivery must be redirect or form_post")
-    enterprise = get_enterprise(runtime, provider_id, enterprise_id)
-    provider = get_provider(runtime, provider_id)
-    callback = check_callback_url(
-        callback_url, provider.callback_urls, development=provider.development
-    )
-    if spec.needs_registered_enterprise and not enterprise.registered:
-        raise errors.EnterpriseNotRegistered(
-            f"{action_type} needs a registered enterprise: complete REGISTRATION first"
-        )
-    if not spec.needs_registered_enterprise and enterprise.registered and not reregister:
-        raise errors.EnterpriseAlreadyRegistered(
-            "the enterprise is already registered; send reregister=true to register it again"
-        )
-    packages = _teams_app_selection(runtime, provider_id, spec, teams_app_package_ids)
-
     now = runtime.now()
     handle = random_token(runtime.random_bytes)
     item_id = new_id(runtime, "act", now)
+    # One connection and one transaction: the reads this operation needs (never the
+    # enterprise's history), then the item and its audit line; the answer is built
+    # from what was written, not read back.
     with runtime.engine.begin() as connection:
+        tenant_id = registered_tenant(connection, provider_id, enterprise_id)
+        rules = callback_rules(connection, runtime, provider_id)
+        callback = check_callback_url(
+            callback_url, rules.callback_urls, development=rules.development
+        )
+        if spec.needs_registered_enterprise and tenant_id is None:
+            raise errors.EnterpriseNotRegistered(
+                f"{action_type} needs a registered enterprise: complete REGISTRATION first"
+            )
+        if not spec.needs_registered_enterprise and tenant_id is not None and not reregister:
+            raise errors.EnterpriseAlreadyRegistered(
+                "the enterprise is already registered; send reregister=true to register it again"
+            )
+        packages = _teams_app_selection(connection, provider_id, spec, teams_app_package_ids)
+        columns = {
+            "id": item_id,
+            "handle_hash": digest(handle),
+            "provider_id": provider_id,
+            "enterprise_id": enterprise_id,
+            "action_type": spec.action_type,
+            "consent_type": spec.consent_type,
+            "callback_url": callback.url,
+            "provider_state": state,
+            "result_delivery": result_delivery,
+            "reregister": reregister,
+            "teams_app_package_ids": packages,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=expires_in),
+            "updated_at": now,
+        }
         lifecycle.record_created(
             connection,
             runtime,
-            {
-                "id": item_id,
-                "handle_hash": digest(handle),
-                "provider_id": provider_id,
-                "enterprise_id": enterprise.enterprise_id,
-                "action_type": spec.action_type,
-                "consent_type": spec.consent_type,
-                "callback_url": callback.url,
-                "provider_state": state,
-                "result_delivery": result_delivery,
-                "reregister": reregister,
-                "teams_app_package_ids": packages,
-                "created_at": now,
-                "expires_at": now + timedelta(seconds=expires_in),
-                "updated_at": now,
-            },
+            columns,
             {"actionType": spec.action_type, "expiresInSeconds": expires_in},
         )
-        item = _load(runtime, connection, provider_id, item_id)
+    item = _from_row(runtime, {**columns, **_NEW_ITEM})
     return IssuedActionItem(item=item, url=f"{runtime.settings.public_base_url}/actions/{handle}")
 
 
+# The columns of a new item that create_action_item does not set itself.
+_NEW_ITEM: dict[str, Any] = {
+    "status": "created",
+    "error_code": None,
+    "opened_at": None,
+    "finished_at": None,
+    "revoked_at": None,
+}
+
+
 def _teams_app_selection(
-    runtime: Runtime, provider_id: str, spec: ActionSpec, package_ids: list[str] | None
+    connection: Connection, provider_id: str, spec: ActionSpec, package_ids: list[str] | None
 ) -> str | None:
     """DEPLOY_TEAMS_APPS: the chosen package ids as stored JSON; other actions take none."""
     if not spec.deploys_teams_apps:
@@ -157,7 +171,7 @@ def _teams_app_selection(
                 "teamsAppPackageIds is only for DEPLOY_TEAMS_APPS", field="teamsAppPackageIds"
             )
         return None
-    return json.dumps(list(select_packages(runtime, provider_id, package_ids)))
+    return json.dumps(list(select_packages(connection, provider_id, package_ids)))
 
 
 def get_action_item(runtime: Runtime, provider_id: str, action_item_id: str) -> ActionItem:
@@ -224,6 +238,10 @@ def _load(
     )
     if row is None:
         raise errors.ActionItemNotFound(f"no action item {action_item_id!r}")
+    return _from_row(runtime, row)
+
+
+def _from_row(runtime: Runtime, row: Mapping[Any, Any]) -> ActionItem:
     status: ItemStatus = row["status"]
     if status in lifecycle.LIVE_ITEM_STATES and runtime.now() >= row["expires_at"]:
         status = "expired"

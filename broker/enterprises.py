@@ -119,6 +119,24 @@ def get_enterprise(runtime: Runtime, provider_id: str, enterprise_id: str) -> En
         return _load(runtime, connection, provider_id, enterprise_id)
 
 
+def registered_tenant(connection: Connection, provider_id: str, enterprise_id: str) -> str | None:
+    """The enterprise's Microsoft tenant (None before REGISTRATION), without its consents.
+
+    For operations that only need to know whether the enterprise exists for this
+    provider and is registered: one indexed read, whatever its history.
+    """
+    if not looks_like_id(enterprise_id, "ent"):
+        raise errors.EnterpriseNotFound(f"no enterprise {enterprise_id!r}")
+    row = connection.execute(
+        select(enterprises.c.tenant_id).where(
+            enterprises.c.id == enterprise_id, enterprises.c.provider_id == provider_id
+        )
+    ).first()
+    if row is None:
+        raise errors.EnterpriseNotFound(f"no enterprise {enterprise_id!r}")
+    return row.tenant_id  # type: ignore[no-any-return]
+
+
 def list_enterprises(
     runtime: Runtime,
     provider_id: str,

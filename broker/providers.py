@@ -149,6 +149,31 @@ def create_provider(
     return get_provider(runtime, provider_id), issued
 
 
+@dataclass(frozen=True)
+class CallbackRules:
+    """What a callback URL is checked against: the allow-list and the loopback allowance."""
+
+    development: bool
+    callback_urls: tuple[str, ...]
+
+
+def callback_rules(connection: Connection, runtime: Runtime, provider_id: str) -> CallbackRules:
+    """The provider's callback allow-list, read in one query on the caller's connection."""
+    rows = connection.execute(
+        select(providers.c.development, provider_callbacks.c.url)
+        .select_from(providers.outerjoin(provider_callbacks))
+        .where(providers.c.id == provider_id)
+        .order_by(provider_callbacks.c.id)
+    ).all()
+    if not rows:
+        raise errors.ProviderNotFound(f"no provider {provider_id!r}")
+    return CallbackRules(
+        # The same rule as get_provider: no loopback allowances in production.
+        development=rows[0].development and runtime.settings.mode != "production",
+        callback_urls=tuple(row.url for row in rows if row.url is not None),
+    )
+
+
 def get_provider(runtime: Runtime, ref: str) -> Provider:
     """A provider by id or by name; :class:`errors.ProviderNotFound` otherwise."""
     column = providers.c.id if looks_like_id(ref, "prv") else providers.c.name

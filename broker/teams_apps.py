@@ -164,11 +164,10 @@ def delete_package(runtime: Runtime, provider_id: str, package_id: str) -> None:
 
 
 def select_packages(
-    runtime: Runtime, provider_id: str, package_ids: list[str] | None
+    connection: Connection, provider_id: str, package_ids: list[str] | None
 ) -> tuple[str, ...]:
     """The packages a deployment takes: those named (each the provider's), or all current ones."""
-    with runtime.engine.connect() as connection:
-        packages = _provider_packages(connection, provider_id)
+    packages = _provider_packages(connection, provider_id)
     if package_ids is None:
         chosen = tuple(p.package_id for p in packages if p.current)
         if not chosen:
