@@ -114,6 +114,7 @@ enterprises = Table(
     UniqueConstraint("provider_id", "external_id"),
     # One Microsoft tenant is one enterprise per provider (NULLs never clash).
     UniqueConstraint("provider_id", "tenant_id"),
+    Index(None, "provider_id", "id"),
 )
 
 enterprise_consents = Table(
@@ -150,7 +151,10 @@ action_items = Table(
     Column("finished_at", UtcDateTime),
     Column("revoked_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
-    Index(None, "enterprise_id", "consent_type"),
+    # The consent summary (newest request, live requests) and the enterprise's list.
+    Index(None, "enterprise_id", "consent_type", "created_at"),
+    Index(None, "enterprise_id", "status", "expires_at"),
+    Index(None, "enterprise_id", "id"),
 )
 
 
@@ -171,6 +175,8 @@ flows = Table(
     Column("claimed_until", UtcDateTime),
     # The X-Request-ID of the launch, so the callback's log line ties back to it.
     Column("launch_request_id", String(80)),
+    # The abandoned-flow sweep: unconsumed flows whose claim ran out.
+    Index(None, "consumed_at", "claimed_until"),
 )
 
 # One-time result codes: only the SHA-256 of the code is stored.
@@ -202,6 +208,8 @@ events = Table(
     Column("sealed_tokens", Text),
     Column("created_at", UtcDateTime, nullable=False),
     Index(None, "provider_id", "id"),
+    Index(None, "provider_id", "type", "id"),
+    Index(None, "enterprise_id", "id"),
 )
 
 # Who did what and when, for the provider to read.
@@ -217,6 +225,8 @@ audit_log = Table(
     Column("details", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Index(None, "provider_id", "id"),
+    Index(None, "enterprise_id", "id"),
+    Index(None, "action_item_id", "id"),
 )
 
 # Standard Webhooks signing secrets. Stored in the clear because HMAC needs

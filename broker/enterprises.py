@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
@@ -232,25 +232,37 @@ def _consents(
             select(enterprise_consents).where(enterprise_consents.c.enterprise_id == enterprise_id)
         ).mappings()
     }
-    requested = {
-        consent_type: stamp
-        for consent_type, stamp in connection.execute(
-            select(action_items.c.consent_type, func.max(action_items.c.created_at))
-            .where(action_items.c.enterprise_id == enterprise_id)
-            .group_by(action_items.c.consent_type)
+    kinds = [spec.consent_type for spec in runtime.catalog.actions if spec.consent_type]
+    # One round trip, and per consent type two index seeks (the newest request,
+    # any live one): the cost does not grow with the enterprise's history.
+    newest_and_live = connection.execute(
+        select(
+            *(
+                select(action_items.c.created_at)
+                .where(
+                    action_items.c.enterprise_id == enterprise_id,
+                    action_items.c.consent_type == kind,
+                )
+                .order_by(action_items.c.created_at.desc())
+                .limit(1)
+                .scalar_subquery()
+                for kind in kinds
+            ),
+            *(
+                exists()
+                .where(
+                    action_items.c.enterprise_id == enterprise_id,
+                    action_items.c.status.in_(LIVE_ITEM_STATES),
+                    action_items.c.expires_at > now,
+                    action_items.c.consent_type == kind,
+                )
+                .label(f"live_{index}")
+                for index, kind in enumerate(kinds)
+            ),
         )
-    }
-    live = set(
-        connection.execute(
-            select(action_items.c.consent_type)
-            .where(
-                action_items.c.enterprise_id == enterprise_id,
-                action_items.c.status.in_(LIVE_ITEM_STATES),
-                action_items.c.expires_at > now,
-            )
-            .distinct()
-        ).scalars()
-    )
+    ).one()
+    requested = dict(zip(kinds, newest_and_live[: len(kinds)], strict=True))
+    live = {kind for kind, flag in zip(kinds, newest_and_live[len(kinds) :], strict=True) if flag}
     statuses = []
     for spec in runtime.catalog.actions:
         if spec.consent_type is None:

@@ -25,6 +25,7 @@ def test_database_is_current_and_upgrading_again_changes_nothing(database: Datab
 def test_fresh_sqlite_file_reports_pending_until_upgraded(tmp_path: object) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/fresh.sqlite3")
     assert pending_revisions(engine) == [
+        "0010",
         "0009",
         "0008",
         "0007",
