@@ -74,7 +74,7 @@ def open_runtime(settings: Settings, *, with_microsoft: bool = True) -> Runtime:
     from broker.microsoft import Microsoft, make_http_client
 
     catalog = load_catalog()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     if not with_microsoft:
         return Runtime(settings=settings, engine=engine, catalog=catalog)
     credentials = load_credentials(settings, catalog, secrets.token_bytes)

@@ -46,6 +46,7 @@ class Settings:
     key_rotation_overlap_seconds: int
     log_level: str
     login_host: str = "https://login.microsoftonline.com"
+    database_pool_size: int = 10
     login_browser_url: str = "https://login.microsoftonline.com"
     login_transport_url: str | None = None
     graph_host: str = "https://graph.microsoft.com"
@@ -132,6 +133,12 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "DATABASE_URL": (
         "sqlite:///{DATA_DIR}/ctt-broker.sqlite3",
         "SQLAlchemy URL. `postgresql+psycopg://...` for production and several instances.",
+    ),
+    "DATABASE_POOL_SIZE": (
+        "10",
+        "Database connections each worker keeps open (1-200); a request finding none free "
+        "waits for one. Keep workers, times instances, times this under the server's "
+        "`max_connections`.",
     ),
     "BIND": ("127.0.0.1:8080", "Address `ctt-broker serve` listens on."),
     "WORKERS": ("2", "Gunicorn worker processes for `ctt-broker serve` (1-64)."),
@@ -373,6 +380,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     database_url = parse("DATABASE_URL", _database_url, "")
     database_url = database_url.replace("{DATA_DIR}", str(data_dir))
+    database_pool_size = parse("DATABASE_POOL_SIZE", _int_between(1, 200), 10)
     bind = parse("BIND", _bind, "127.0.0.1:8080")
     workers = parse("WORKERS", _int_between(1, 64), 2)
     max_body_bytes = parse("MAX_BODY_BYTES", _int_between(1024, 10 * 1024 * 1024), 65536)
@@ -467,6 +475,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mode=mode,
         public_base_url=public_base_url,
         database_url=database_url,
+        database_pool_size=database_pool_size,
         data_dir=data_dir,
         bind=bind,
         workers=workers,
