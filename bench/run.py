@@ -181,6 +181,15 @@ class Server:
     url: str
     gunicorn: bool
 
+    def __post_init__(self) -> None:
+        RUNNING.append(self)
+
+    def stop(self) -> None:
+        """Stop its processes."""
+        if self in RUNNING:
+            RUNNING.remove(self)
+        self.process.stop()
+
     def workers(self) -> list[int]:
         """The worker pids (gunicorn's children), or the server process itself."""
         if not self.gunicorn:
@@ -197,6 +206,25 @@ class Server:
     def rss(self) -> list[float]:
         """RSS in MB of each worker."""
         return [round(rss_mb(pid), 1) for pid in self.workers()]
+
+
+RUNNING: list[Server] = []
+SETTLE_SECONDS = 60.0
+
+
+def settle() -> None:
+    """Wait until every running server is idle: a round must not pay for the last one's backlog.
+
+    wrk stops sending when its time is up, but the requests already accepted (up to one per
+    connection, more in the server's queues) are still being served.
+    """
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        before = sum(server.cpu() for server in RUNNING)
+        time.sleep(0.5)
+        if sum(server.cpu() for server in RUNNING) - before < 0.05:
+            return
+    say(f"note: the servers were still busy after {SETTLE_SECONDS:g} s; measuring anyway")
 
 
 # ------------------------------------------------------------------------------ the product
@@ -325,7 +353,7 @@ def start_product(
         while len(children(process.pid)) < workers and time.monotonic() < deadline:
             time.sleep(0.2)
     except BaseException:
-        process.stop()
+        server.stop()
         raise
     return server
 
@@ -340,7 +368,7 @@ def start_reference(setup: Setup) -> Server:
     try:
         process.wait_http(f"{server.url}/health")
     except BaseException:
-        process.stop()
+        server.stop()
         raise
     return server
 
@@ -454,7 +482,8 @@ def drive(
     threads: int,
     label: str = "",
 ) -> Round:
-    """One round against ``server``; its CPU and (after the round) its RSS."""
+    """One round against ``server`` once all are idle; its CPU and (after the round) its RSS."""
+    settle()
     cpu_before = server.cpu()
     url = f"{server.url}/enterprise/getActionItemUrl"
     result = wrk(url, request_body(enterprise_id), setup.api_key, duration, connections, threads)
@@ -553,9 +582,9 @@ def compare(args: argparse.Namespace, setup: Setup, report: Report) -> None:
             if args.profile:
                 profile(args, setup, report, product)
         finally:
-            product.process.stop()
+            product.stop()
     finally:
-        reference.process.stop()
+        reference.stop()
 
 
 def compare_at(
@@ -859,7 +888,7 @@ def workers_compare(args: argparse.Namespace, setup: Setup, report: Report) -> N
             )
     finally:
         for server in servers:
-            server.process.stop()
+            server.stop()
 
 
 def soak(args: argparse.Namespace, setup: Setup, report: Report) -> None:
@@ -915,7 +944,7 @@ def soak(args: argparse.Namespace, setup: Setup, report: Report) -> None:
             }
         )
     finally:
-        product.process.stop()
+        product.stop()
 
 
 # ------------------------------------------------------------------------------ admin flows
@@ -1001,7 +1030,7 @@ def flows(args: argparse.Namespace, backend: str, url: str, work: Path, report: 
         try:
             flows_on(args, setup, report, product)
         finally:
-            product.process.stop()
+            product.stop()
     finally:
         emulator.stop()
 
