@@ -563,7 +563,10 @@ class Report:
         """Remember a failing round."""
         loud(item)
         if item.bad:
-            self.failures.append(f"{item.label or item.server}: {item.non2xx} non-2xx")
+            self.failures.append(
+                f"{item.label or item.server}: {item.non2xx} non-2xx, "
+                f"{item.socket_errors} socket errors or timeouts (wrk --timeout 10s)"
+            )
 
 
 # ------------------------------------------------------------------------------- the modes
@@ -1275,7 +1278,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(document, indent=2, default=str))
         say(f"JSON written to {args.json}")
     if report.failures:
-        say(f"!!! {len(report.failures)} rounds had answers that were not 2xx:")
+        say(f"!!! {len(report.failures)} rounds had answers that were not 2xx, or none:")
         for failure in report.failures:
             say(f"!!!   {failure}")
         return 1
