@@ -2,6 +2,8 @@
 #   make run    set up and run the sandbox: broker, Microsoft emulator, demo portal, worker
 #   make test   set up and run every check: lint, types, unit, API, storage (SQLite and
 #               PostgreSQL), faults (a private PostgreSQL the tests crash), contract tests
+#   make bench  the benchmark (bench/run.py): ctt-broker against a bare reference, both
+#               databases; BENCH_ARGS passes options (make bench BENCH_ARGS="--flows 30")
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup test-setup run lint test clean
+.PHONY: setup test-setup bench-setup run lint test bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +29,18 @@ setup: $(STAMP)
 # The test tools beyond Python: the spec linter and TypeScript generator (npm), and Debian's
 # Chromium for the browser tests (installed with apt when missing and we may; Playwright
 # never downloads a browser of its own).
-test-setup: setup $(NODE_STAMP)
+test-setup: setup $(NODE_STAMP) bench-setup
 	@test -x $(CHROMIUM) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: $(CHROMIUM) missing: browser tests will be skipped (apt-get install chromium)"; fi; }
+
+# The benchmark's load generator: Debian's wrk, installed with apt when missing and we may.
+bench-setup: setup
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "note: wrk missing: the benchmark cannot run (apt-get install wrk)"; fi; }
 
 run: setup
 	$(BIN)/python -m sandbox
@@ -43,6 +52,13 @@ lint: setup
 
 test: test-setup lint
 	$(BIN)/pytest -q
+
+BENCH_ARGS ?=
+bench: bench-setup
+	$(BIN)/python -m bench.run --json var/bench.json $(BENCH_ARGS)
+
+bench-smoke: bench-setup
+	$(BIN)/python -m bench.run --smoke
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis contracts/node_modules artifacts
