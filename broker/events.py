@@ -31,6 +31,9 @@ EVENT_TYPES = (
     "consent.pending",
     "teamsApps.deployed",
 )
+# Built once: run with a parameter dict, an insert costs no statement building per row.
+_INSERT_EVENT = insert(events)
+_INSERT_AUDIT = insert(audit_log)
 
 
 def emit_event(
@@ -58,16 +61,17 @@ def emit_event(
         "data": clear,
     }
     connection.execute(
-        insert(events).values(
-            id=event_id,
-            provider_id=provider_id,
-            type=event_type,
-            enterprise_id=data.get("enterpriseId"),
-            action_item_id=data.get("actionItemId"),
-            payload=json.dumps(document),
-            sealed_tokens=sealed,
-            created_at=now,
-        )
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "provider_id": provider_id,
+            "type": event_type,
+            "enterprise_id": data.get("enterpriseId"),
+            "action_item_id": data.get("actionItemId"),
+            "payload": json.dumps(document),
+            "sealed_tokens": sealed,
+            "created_at": now,
+        },
     )
     return event_id
 
@@ -86,16 +90,17 @@ def record_audit(
     """Append one line to the provider's audit trail."""
     now = runtime.now()
     connection.execute(
-        insert(audit_log).values(
-            id=new_id(runtime, "aud", now),
-            provider_id=provider_id,
-            actor=actor,
-            action=action,
-            enterprise_id=enterprise_id,
-            action_item_id=action_item_id,
-            details=json.dumps(details or {}),
-            created_at=now,
-        )
+        _INSERT_AUDIT,
+        {
+            "id": new_id(runtime, "aud", now),
+            "provider_id": provider_id,
+            "actor": actor,
+            "action": action,
+            "enterprise_id": enterprise_id,
+            "action_item_id": action_item_id,
+            "details": json.dumps(details or {}),
+            "created_at": now,
+        },
     )
 
 

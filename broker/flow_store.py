@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from broker import errors
 from broker.db import flows
@@ -51,6 +51,41 @@ def claim_lease(settings: Settings) -> timedelta:
     )
     worst = max(sign_in, consent) + settings.outcome_write_patience_seconds
     return timedelta(seconds=min(worst, settings.flow_ttl_seconds))
+
+
+# Built once: the statements of every admin flow, run with parameters. Building a
+# statement with literal values costs more CPU than running it.
+_OPEN = insert(flows)
+_READ = select(flows.c.action_item_id, flows.c.consumed_at, flows.c.launch_request_id).where(
+    flows.c.jti == bindparam("f_jti")
+)
+_CLAIM = (
+    update(flows)
+    .where(
+        flows.c.jti == bindparam("f_jti"),
+        flows.c.consumed_at.is_(None),
+        or_(flows.c.claimed_until.is_(None), flows.c.claimed_until <= bindparam("f_now")),
+    )
+    .values(
+        claim_token=bindparam("f_token"),
+        claimed_until=bindparam("f_until", type_=flows.c.claimed_until.type),
+    )
+    .returning(flows.c.msal_flow)
+)
+_CONSUME = (
+    update(flows)
+    .where(
+        flows.c.jti == bindparam("f_jti"),
+        flows.c.claim_token == bindparam("f_token"),
+        flows.c.consumed_at.is_(None),
+    )
+    .values(
+        consumed_at=bindparam("f_now", type_=flows.c.consumed_at.type),
+        msal_flow=None,
+        claimed_until=None,
+    )
+)
+_CONSUMED_AT = select(flows.c.consumed_at).where(flows.c.jti == bindparam("f_jti"))
 
 
 @dataclass(frozen=True)
@@ -95,25 +130,22 @@ def open_flow(
 ) -> None:
     """Store a new flow record (in the caller's transaction)."""
     connection.execute(
-        insert(flows).values(
-            jti=jti,
-            action_item_id=action_item_id,
-            msal_flow=json.dumps(msal_flow) if msal_flow is not None else None,
-            created_at=created_at,
-            expires_at=expires_at,
-            launch_request_id=launch_request_id,
-        )
+        _OPEN,
+        {
+            "jti": jti,
+            "action_item_id": action_item_id,
+            "msal_flow": json.dumps(msal_flow) if msal_flow is not None else None,
+            "created_at": created_at,
+            "expires_at": expires_at,
+            "launch_request_id": launch_request_id,
+        },
     )
 
 
 def read_flow(runtime: Runtime, jti: str) -> FlowRecord | None:
     """The flow record of ``jti``, or None when there is none (purged or never opened)."""
     with runtime.engine.connect() as connection:
-        row = connection.execute(
-            select(flows.c.action_item_id, flows.c.consumed_at, flows.c.launch_request_id).where(
-                flows.c.jti == jti
-            )
-        ).first()
+        row = connection.execute(_READ, {"f_jti": jti}).first()
     if row is None:
         return None
     return FlowRecord(
@@ -132,23 +164,16 @@ def claim_flow(runtime: Runtime, jti: str) -> Claim:
     """
     now = runtime.now()
     token = random_token(runtime.random_bytes)
+    until = now + claim_lease(runtime.settings)
     with runtime.engine.begin() as connection:
         claimed = connection.execute(
-            update(flows)
-            .where(
-                flows.c.jti == jti,
-                flows.c.consumed_at.is_(None),
-                or_(flows.c.claimed_until.is_(None), flows.c.claimed_until <= now),
-            )
-            .values(claim_token=token, claimed_until=now + claim_lease(runtime.settings))
-        )
-        if claimed.rowcount != 1:
+            _CLAIM, {"f_jti": jti, "f_now": now, "f_token": token, "f_until": until}
+        ).first()
+        if claimed is None:
             if read_consumed(connection, jti):
                 raise errors.StateReplayed("this sign-in was already completed")
             raise errors.FlowInProgress("this sign-in is being completed: reload in a moment")
-        stored = connection.execute(
-            select(flows.c.msal_flow).where(flows.c.jti == jti)
-        ).scalar_one()
+    stored = claimed.msal_flow
     return Claim(jti=jti, token=token, msal_flow=json.loads(stored) if stored else None)
 
 
@@ -159,22 +184,14 @@ def consume_flow(connection: Connection, claim: Claim, now: datetime) -> bool:
     after this one's lease ran out, and this outcome must not be recorded.
     """
     consumed = connection.execute(
-        update(flows)
-        .where(
-            flows.c.jti == claim.jti,
-            flows.c.claim_token == claim.token,
-            flows.c.consumed_at.is_(None),
-        )
-        .values(consumed_at=now, msal_flow=None, claimed_until=None)
+        _CONSUME, {"f_jti": claim.jti, "f_token": claim.token, "f_now": now}
     )
     return consumed.rowcount == 1
 
 
 def read_consumed(connection: Connection, jti: str) -> bool:
     """True when the flow of ``jti`` is spent (in the caller's transaction)."""
-    consumed_at = connection.execute(
-        select(flows.c.consumed_at).where(flows.c.jti == jti)
-    ).scalar_one_or_none()
+    consumed_at = connection.execute(_CONSUMED_AT, {"f_jti": jti}).scalar_one_or_none()
     return consumed_at is not None
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from broker import errors, flow_store
@@ -139,19 +139,65 @@ class ItemState:
     tenant_id: str | None
 
 
+# Built once and run with parameters: the admin flow reads and writes these on every
+# click and callback, and building a statement with literal values costs more CPU than
+# running it.
+_ITEM_STATE = select(
+    action_items.c.id,
+    action_items.c.provider_id,
+    action_items.c.enterprise_id,
+    action_items.c.action_type,
+    action_items.c.callback_url,
+    action_items.c.provider_state,
+    action_items.c.result_delivery,
+    action_items.c.reregister,
+    action_items.c.status,
+    action_items.c.expires_at,
+    enterprises.c.tenant_id,
+).join(enterprises, enterprises.c.id == action_items.c.enterprise_id)
+_ITEM_BY_HANDLE = _ITEM_STATE.where(action_items.c.handle_hash == bindparam("l_handle_hash"))
+_ITEM_BY_ID = _ITEM_STATE.where(action_items.c.id == bindparam("l_item_id"))
+_NOW = bindparam("l_now", type_=action_items.c.updated_at.type)
+_OPENED = (
+    update(action_items)
+    .where(action_items.c.id == bindparam("l_item_id"), action_items.c.status == "created")
+    .values(
+        status="opened",
+        opened_at=_NOW,
+        updated_at=_NOW,
+    )
+)
+_FINISHED = (
+    update(action_items)
+    .where(
+        action_items.c.id == bindparam("l_item_id"),
+        # Spelled out: an IN list is expanded anew at every execution.
+        or_(*(action_items.c.status == state for state in LIVE_ITEM_STATES)),
+    )
+    .values(
+        status=bindparam("l_status", type_=action_items.c.status.type),
+        error_code=bindparam("l_error_code", type_=action_items.c.error_code.type),
+        finished_at=_NOW,
+        updated_at=_NOW,
+    )
+)
+_INCLUDE_TOKENS = select(providers.c.webhook_include_tokens).where(
+    providers.c.id == bindparam("l_provider_id")
+)
+
+
 def find_linked_item(runtime: Runtime, handle_hash: str) -> ItemState | None:
     """The action item behind a link's handle hash, or None."""
     with runtime.engine.connect() as connection:
-        item_id = connection.execute(
-            select(action_items.c.id).where(action_items.c.handle_hash == handle_hash)
-        ).scalar_one_or_none()
-        return None if item_id is None else _item_state(connection, item_id)
+        row = connection.execute(_ITEM_BY_HANDLE, {"l_handle_hash": handle_hash}).mappings().first()
+    return None if row is None else _item_state(row)
 
 
 def load_item_state(runtime: Runtime, action_item_id: str) -> ItemState:
     """The action item ``action_item_id`` (which must exist) where it stands now."""
     with runtime.engine.connect() as connection:
-        return _item_state(connection, action_item_id)
+        row = connection.execute(_ITEM_BY_ID, {"l_item_id": action_item_id}).mappings().one()
+    return _item_state(row)
 
 
 def record_launch(
@@ -179,17 +225,12 @@ def record_launch(
         )
 
 
-def _item_state(connection: Connection, action_item_id: str) -> ItemState:
-    row = connection.execute(
-        select(action_items.c.status, action_items.c.expires_at, enterprises.c.tenant_id)
-        .join(enterprises, enterprises.c.id == action_items.c.enterprise_id)
-        .where(action_items.c.id == action_item_id)
-    ).one()
+def _item_state(row: RowMapping) -> ItemState:
     return ItemState(
-        item=load_finished_item(connection, action_item_id),
-        status=row.status,
-        expires_at=row.expires_at,
-        tenant_id=row.tenant_id,
+        item=_finished_item(row),
+        status=row["status"],
+        expires_at=row["expires_at"],
+        tenant_id=row["tenant_id"],
     )
 
 
@@ -221,12 +262,7 @@ def record_opened(
     connection: Connection, runtime: Runtime, provider_id: str, enterprise_id: str, item_id: str
 ) -> None:
     """The admin clicked the link: ``created`` becomes ``opened`` (later clicks leave it)."""
-    now = runtime.now()
-    connection.execute(
-        update(action_items)
-        .where(action_items.c.id == item_id, action_items.c.status == "created")
-        .values(status="opened", opened_at=now, updated_at=now)
-    )
+    connection.execute(_OPENED, {"l_item_id": item_id, "l_now": runtime.now()})
     record_audit(
         connection,
         runtime,
@@ -286,14 +322,13 @@ def record_finished(
     """
     now = runtime.now()
     finished = connection.execute(
-        update(action_items)
-        .where(
-            action_items.c.id == item.action_item_id,
-            action_items.c.status.in_(LIVE_ITEM_STATES),
-        )
-        .values(
-            status=outcome.status, error_code=outcome.error_code, finished_at=now, updated_at=now
-        )
+        _FINISHED,
+        {
+            "l_item_id": item.action_item_id,
+            "l_status": outcome.status,
+            "l_error_code": outcome.error_code,
+            "l_now": now,
+        },
     )
     if finished.rowcount != 1:
         status = connection.execute(
@@ -451,6 +486,11 @@ def load_finished_item(connection: Connection, action_item_id: str) -> FinishedI
         .mappings()
         .one()
     )
+    return _finished_item(row)
+
+
+def _finished_item(row: RowMapping) -> FinishedItem:
+    """The outcome's facts from an ``action_items`` row."""
     return FinishedItem(
         action_item_id=row["id"],
         provider_id=row["provider_id"],
@@ -475,7 +515,7 @@ def _announce(
 ) -> None:
     """The outcome's event set and audit line, in the outcome's own transaction."""
     include_tokens = connection.execute(
-        select(providers.c.webhook_include_tokens).where(providers.c.id == item.provider_id)
+        _INCLUDE_TOKENS, {"l_provider_id": item.provider_id}
     ).scalar_one()
     data = {
         key: value
@@ -575,20 +615,38 @@ def _set_teams_apps(
 def _set_consent(
     connection: Connection, enterprise_id: str, outcome: Outcome, now: datetime
 ) -> None:
-    values: dict[str, Any] = {
+    granted = outcome.consent_status == "granted"
+    row: dict[str, Any] = {
+        "enterprise_id": enterprise_id,
+        "consent_type": outcome.consent_type,
         "status": outcome.consent_status,
         "error_code": outcome.error_code,
         "updated_at": now,
     }
-    if outcome.consent_status == "granted":
-        values["granted_at"] = now
+    if granted:
+        row["granted_at"] = now
     # as_it_stands has already kept a granted consent from a failed repeat.
-    # A real upsert: two first consents of one type must not both insert.
-    row = {"enterprise_id": enterprise_id, "consent_type": outcome.consent_type, **values}
-    keys = [enterprise_consents.c.enterprise_id, enterprise_consents.c.consent_type]
-    if connection.dialect.name == "postgresql":
-        pg = postgresql.insert(enterprise_consents).values(**row)
-        connection.execute(pg.on_conflict_do_update(index_elements=keys, set_=values))
-    else:
-        lite = sqlite.insert(enterprise_consents).values(**row)
-        connection.execute(lite.on_conflict_do_update(index_elements=keys, set_=values))
+    connection.execute(_consent_upsert(connection.dialect.name, granted), row)
+
+
+_UPSERTS: dict[tuple[str, bool], Any] = {}
+
+
+def _consent_upsert(dialect: str, granted: bool) -> Any:
+    """A real upsert (two first consents of one type must not both insert), built once.
+
+    The row comes as parameters; a conflict takes its status, error code and time,
+    and its ``granted_at`` only when the consent is granted.
+    """
+    statement = _UPSERTS.get((dialect, granted))
+    if statement is None:
+        dml = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert_row = dml(enterprise_consents)
+        changed = ["status", "error_code", "updated_at", *(["granted_at"] if granted else [])]
+        keys = [enterprise_consents.c.enterprise_id, enterprise_consents.c.consent_type]
+        statement = insert_row.on_conflict_do_update(
+            index_elements=keys,
+            set_={name: insert_row.excluded[name] for name in changed},
+        )
+        _UPSERTS[(dialect, granted)] = statement
+    return statement

@@ -4,7 +4,9 @@ One private factory (:meth:`Microsoft._application`) builds every MSAL
 application object, always with the broker's own HTTP client: ``trust_env``
 off (proxies and CA bundles come from settings, never from stray environment
 variables), a timeout on every call, and in the sandbox a transport that sends
-the login host's traffic to the emulator. The production path differs only by
+the login host's traffic to the emulator. Tenant discovery documents, which MSAL
+fetches for every application object, are remembered for an hour
+(:class:`DiscoveryCache`); tokens and error answers never are. The production path differs only by
 settings: the login host, the browser URL and the Graph host.
 
 Transient failures (connection errors, timeouts, 5xx, ``temporarily_unavailable``)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -167,6 +170,66 @@ class RetryingJwksClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+# How long a tenant's OpenID configuration is reused; MSAL keeps it a day in a long-lived object.
+DISCOVERY_TTL_SECONDS = 3600.0
+DISCOVERY_MAX_TENANTS = 1024
+_DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
+
+
+class DiscoveryCache:
+    """MSAL's HTTP client: the routed client, with tenant discovery documents remembered.
+
+    MSAL fetches the tenant's OpenID configuration whenever an application object
+    is built, and :meth:`Microsoft._application` builds one per call (an MSAL object
+    remembers error answers and tokens, which must not outlive the call). The
+    document is public, names only endpoints, and changes rarely: a 200 answer is
+    reused for ``ttl_seconds``. Anything else (an unknown tenant's 400, a 5xx, a
+    transport error) is not kept, and every other request goes straight through.
+    """
+
+    def __init__(
+        self,
+        http_client: httpx.Client,
+        *,
+        ttl_seconds: float = DISCOVERY_TTL_SECONDS,
+        max_entries: int = DISCOVERY_MAX_TENANTS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http_client
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._documents: dict[str, tuple[float, httpx.Response]] = {}
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        """GET ``url``; a discovery document comes from the cache while it is fresh."""
+        if not urlsplit(url).path.endswith(_DISCOVERY_SUFFIX) or kwargs.get("params"):
+            return self._http.get(url, **kwargs)
+        now = self._monotonic()
+        with self._lock:
+            kept = self._documents.get(url)
+        if kept is not None and now < kept[0]:
+            return kept[1]
+        response = self._http.get(url, **kwargs)
+        if response.status_code == 200:
+            response.read()
+            with self._lock:
+                self._documents.pop(url, None)
+                while len(self._documents) >= self._max_entries:
+                    self._documents.pop(next(iter(self._documents)))
+                self._documents[url] = (now + self._ttl, response)
+        return response
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        """POST ``url`` (token requests): never cached."""
+        return self._http.post(url, **kwargs)
+
+    def close(self) -> None:
+        """Close the underlying client."""
+        self._http.close()
+
+
 @dataclass(frozen=True)
 class SignIn:
     """A completed sign-in: MSAL's result and the ID token claims we verified."""
@@ -234,6 +297,7 @@ class Microsoft:
         self._settings = settings
         self._credentials = credentials
         self._http = http_client
+        self._msal_http = DiscoveryCache(http_client)
         self._clock = clock
         self._sleep = sleep
         self.jwks = JwksCache(
@@ -459,7 +523,7 @@ class Microsoft:
                 f"{self._settings.login_host}/{tenant}/oauth2/v2.0/token"
             ),
             authority=f"{self._settings.login_host}/{tenant}",
-            http_client=self._http,
+            http_client=self._msal_http,
             # The login host is a setting (national clouds, the emulator): no discovery
             # round trip to the public cloud, and no authority allow-list.
             instance_discovery=False,

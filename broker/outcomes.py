@@ -18,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import jwt
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from broker import errors, lifecycle
@@ -32,6 +32,23 @@ from broker.tokens import digest, random_token
 
 RESULT_CODE_PREFIX = "ctt_rc_"
 RESULT_JWT_TYP = "ctt-result+jwt"
+
+# Built once and run with parameters (every flow stores one result, every provider redeems it).
+_INSERT_RESULT = insert(results)
+_NOW = bindparam("r_now", type_=results.c.redeemed_at.type)
+_REDEEM = (
+    update(results)
+    .where(
+        results.c.code_hash == bindparam("r_code_hash"),
+        results.c.provider_id == bindparam("r_provider_id"),
+        results.c.redeemed_at.is_(None),
+        results.c.expires_at > _NOW,
+    )
+    .values(redeemed_at=_NOW)
+    .returning(results.c.payload)
+)
+# The tokens are handed over once; nothing worth stealing stays behind.
+_BLANK = update(results).where(results.c.code_hash == bindparam("r_code_hash")).values(payload="{}")
 
 
 @dataclass(frozen=True)
@@ -144,25 +161,13 @@ def redeem_result(runtime: Runtime, provider_id: str, result_code: str) -> dict[
     code_hash = digest(result_code)
     now = runtime.now()
     with runtime.engine.begin() as connection:
-        claimed = connection.execute(
-            update(results)
-            .where(
-                results.c.code_hash == code_hash,
-                results.c.provider_id == provider_id,
-                results.c.redeemed_at.is_(None),
-                results.c.expires_at > now,
-            )
-            .values(redeemed_at=now)
-        )
-        if claimed.rowcount != 1:
-            raise errors.ResultCodeInvalid("unknown, expired or already redeemed result code")
+        # One winner: the claim is conditional, and returns the payload it claimed.
         payload = connection.execute(
-            select(results.c.payload).where(results.c.code_hash == code_hash)
-        ).scalar_one()
-        # The tokens are handed over once; nothing worth stealing stays behind.
-        connection.execute(
-            update(results).where(results.c.code_hash == code_hash).values(payload="{}")
-        )
+            _REDEEM, {"r_code_hash": code_hash, "r_provider_id": provider_id, "r_now": now}
+        ).scalar_one_or_none()
+        if payload is None:
+            raise errors.ResultCodeInvalid("unknown, expired or already redeemed result code")
+        connection.execute(_BLANK, {"r_code_hash": code_hash})
     document: dict[str, Any] = json.loads(payload)
     annotate(actionItemId=document.get("actionItemId"))
     return document
@@ -210,15 +215,16 @@ def _store(
             # form_post hands the result over in the signed JWT: no second copy to redeem.
             posted = item.result_delivery == "form_post"
             connection.execute(
-                insert(results).values(
-                    code_hash=digest(code),
-                    action_item_id=item.action_item_id,
-                    provider_id=item.provider_id,
-                    payload="{}" if posted else json.dumps(document),
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=runtime.settings.result_code_ttl_seconds),
-                    redeemed_at=now if posted else None,
-                )
+                _INSERT_RESULT,
+                {
+                    "code_hash": digest(code),
+                    "action_item_id": item.action_item_id,
+                    "provider_id": item.provider_id,
+                    "payload": "{}" if posted else json.dumps(document),
+                    "created_at": now,
+                    "expires_at": now + timedelta(seconds=runtime.settings.result_code_ttl_seconds),
+                    "redeemed_at": now if posted else None,
+                },
             )
     if ended is not None:
         raise ended
