@@ -408,7 +408,7 @@ def _finishable(
     item = current.item
     if flow_state.callback_url != item.callback_url:
         raise errors.StateInvalid("the state's callback differs from the action item's")
-    provider = get_provider(runtime, item.provider_id)
+    provider = get_provider(runtime, item.provider_id, with_keys=False)
     try:
         check_callback_url(
             item.callback_url, provider.callback_urls, development=provider.development

@@ -174,43 +174,58 @@ def callback_rules(connection: Connection, runtime: Runtime, provider_id: str) -
     )
 
 
-def get_provider(runtime: Runtime, ref: str) -> Provider:
-    """A provider by id or by name; :class:`errors.ProviderNotFound` otherwise."""
+def get_provider(runtime: Runtime, ref: str, *, with_keys: bool = True) -> Provider:
+    """A provider by id or by name; :class:`errors.ProviderNotFound` otherwise.
+
+    ``with_keys=False`` leaves ``keys`` empty and spares the query, for the admin's
+    round trip, which needs the callbacks and settings but never the keys.
+    """
     column = providers.c.id if looks_like_id(ref, "prv") else providers.c.name
     with runtime.engine.connect() as connection:
-        row = connection.execute(select(providers).where(column == ref)).mappings().first()
-        if row is None:
-            raise errors.ProviderNotFound(f"no provider {ref!r}")
-        urls = connection.execute(
-            select(provider_callbacks.c.url)
-            .where(provider_callbacks.c.provider_id == row["id"])
-            .order_by(provider_callbacks.c.id)
-        ).scalars()
-        keys = connection.execute(
-            select(api_keys).where(api_keys.c.provider_id == row["id"]).order_by(api_keys.c.id)
-        ).mappings()
-        return Provider(
-            provider_id=row["id"],
-            name=row["name"],
-            # A development provider left over from a sandbox loses its loopback
-            # allowances in production: its callbacks and webhooks are refused.
-            development=row["development"] and runtime.settings.mode != "production",
-            webhook_url=row["webhook_url"],
-            share_refresh_token=row["share_refresh_token"],
-            callback_urls=tuple(urls),
-            keys=tuple(
-                ApiKeyInfo(
-                    key_id=key["id"],
-                    prefix=key["prefix"],
-                    created_at=key["created_at"],
-                    expires_at=key["expires_at"],
-                    revoked_at=key["revoked_at"],
-                )
-                for key in keys
-            ),
-            created_at=row["created_at"],
-            branding=_branding(row),
+        rows = (
+            connection.execute(
+                select(providers, provider_callbacks.c.url.label("callback_url"))
+                .select_from(providers.outerjoin(provider_callbacks))
+                .where(column == ref)
+                .order_by(provider_callbacks.c.id)
+            )
+            .mappings()
+            .all()
         )
+        if not rows:
+            raise errors.ProviderNotFound(f"no provider {ref!r}")
+        row = rows[0]
+        keys = (
+            connection.execute(
+                select(api_keys).where(api_keys.c.provider_id == row["id"]).order_by(api_keys.c.id)
+            )
+            .mappings()
+            .all()
+            if with_keys
+            else []
+        )
+    return Provider(
+        provider_id=row["id"],
+        name=row["name"],
+        # A development provider left over from a sandbox loses its loopback
+        # allowances in production: its callbacks and webhooks are refused.
+        development=row["development"] and runtime.settings.mode != "production",
+        webhook_url=row["webhook_url"],
+        share_refresh_token=row["share_refresh_token"],
+        callback_urls=tuple(r["callback_url"] for r in rows if r["callback_url"] is not None),
+        keys=tuple(
+            ApiKeyInfo(
+                key_id=key["id"],
+                prefix=key["prefix"],
+                created_at=key["created_at"],
+                expires_at=key["expires_at"],
+                revoked_at=key["revoked_at"],
+            )
+            for key in keys
+        ),
+        created_at=row["created_at"],
+        branding=_branding(row),
+    )
 
 
 def _branding(row: RowMapping) -> Branding | None:
