@@ -320,6 +320,11 @@ def database(backend: str, work: Path, postgres: str) -> Iterator[str]:
         admin.dispose()
 
 
+# ``--set NAME=VALUE``: more product settings, in every mode (e.g. CTT_VALIDATE_RESPONSES=0
+# to measure flows, which need sandbox mode, with production's answer checking).
+EXTRA_SETTINGS: dict[str, str] = {}
+
+
 def prepare(backend: str, url: str, work: Path, settings: dict[str, str]) -> Setup:
     """Migrate, create the provider (one key, one callback); the environment of the servers."""
     env = base_env(
@@ -328,6 +333,7 @@ def prepare(backend: str, url: str, work: Path, settings: dict[str, str]) -> Set
             "CTT_DATA_DIR": str(work / "data"),
             **{f"CTT_{name}": HIGH_RATE for name in RATE_LIMITS},
             **settings,
+            **EXTRA_SETTINGS,
         }
     )
     cli(env, "db", "upgrade")
@@ -1139,6 +1145,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="CTT_MODE of the product (flows always run in sandbox mode)",
     )
     parser.add_argument("--log-level", default="WARNING", help="CTT_LOG_LEVEL of the product")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CTT_NAME=VALUE",
+        help="another product setting, in every mode (repeatable)",
+    )
     parser.add_argument("--postgres-url", default=os.environ.get("CTT_TEST_POSTGRES_URL", POSTGRES))
     parser.add_argument("--json", metavar="FILE", help="write every result as JSON here")
     parser.add_argument(
@@ -1159,6 +1172,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--serve-emulator", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--broker-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for assignment in args.set:
+        name, sep, value = assignment.partition("=")
+        if not (sep and name.startswith("CTT_")):
+            parser.error(f"--set takes CTT_NAME=VALUE, not {assignment!r}")
+        EXTRA_SETTINGS[name] = value
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 1.0, 1.0
         args.connections, args.backends = [4], "sqlite"
@@ -1216,6 +1234,11 @@ def run(args: argparse.Namespace) -> Report:
             f"product: ctt-broker serve, CTT_MODE={args.mode}"
             f", CTT_LOG_LEVEL={args.log_level} (request logs off: measured without log output), "
             f"rate limits {HIGH_RATE}; body: REGISTRATION on a fresh enterprise per round"
+        )
+    if EXTRA_SETTINGS:
+        say(
+            "product settings from --set: "
+            + ", ".join(f"{k}={v}" for k, v in EXTRA_SETTINGS.items())
         )
     for backend in args.backends:
         with tempfile.TemporaryDirectory(prefix=f"ctt-bench-{backend}-") as folder:
