@@ -769,7 +769,9 @@ def profile(args: argparse.Namespace, setup: Setup, report: Report, product: Ser
     output = folder / f"profile-{setup.backend}-c{connections}.txt"
     (worker,) = product.workers()[:1]
     argv = [spy, "record", "--pid", str(worker), "--duration", f"{int(args.duration)}"]
-    argv += ["--rate", "200", "--format", "raw", "--output", str(output), "--nonblocking"]
+    # --gil: only the thread holding the GIL is sampled, so the table shows where the CPU
+    # goes, not threads waiting for the database or a lock.
+    argv += ["--rate", "200", "--gil", "--format", "raw", "--output", str(output), "--nonblocking"]
     say()
     say(f"== {setup.backend}: profile round ({' '.join(argv[1:])})")
     with (folder / f"py-spy-{setup.backend}.log").open("wb") as log:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
@@ -128,13 +128,18 @@ def registered_tenant(connection: Connection, provider_id: str, enterprise_id: s
     if not looks_like_id(enterprise_id, "ent"):
         raise errors.EnterpriseNotFound(f"no enterprise {enterprise_id!r}")
     row = connection.execute(
-        select(enterprises.c.tenant_id).where(
-            enterprises.c.id == enterprise_id, enterprises.c.provider_id == provider_id
-        )
+        _TENANT, {"enterprise_id": enterprise_id, "provider_id": provider_id}
     ).first()
     if row is None:
         raise errors.EnterpriseNotFound(f"no enterprise {enterprise_id!r}")
     return row.tenant_id  # type: ignore[no-any-return]
+
+
+# Built once and run with parameters (getActionItemUrl runs it on every call).
+_TENANT = select(enterprises.c.tenant_id).where(
+    enterprises.c.id == bindparam("enterprise_id"),
+    enterprises.c.provider_id == bindparam("provider_id"),
+)
 
 
 def list_enterprises(

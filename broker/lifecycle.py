@@ -237,6 +237,9 @@ def _item_state(row: RowMapping) -> ItemState:
 # -- created, opened, revoked -------------------------------------------------
 
 
+_INSERT_ITEM = insert(action_items)
+
+
 def record_created(
     connection: Connection,
     runtime: Runtime,
@@ -244,7 +247,7 @@ def record_created(
     details: Mapping[str, Any],
 ) -> None:
     """Insert a new action item in ``created`` (``columns`` are all but its status)."""
-    connection.execute(insert(action_items).values(**columns, status="created"))
+    connection.execute(_INSERT_ITEM, {**columns, "status": "created"})
     annotate(actionItemId=columns["id"], actionType=columns.get("action_type"))
     record_audit(
         connection,

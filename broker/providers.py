@@ -12,7 +12,17 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, RowMapping, and_, delete, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
@@ -83,6 +93,21 @@ class IssuedKey:
         return f"IssuedKey(key_id={self.key_id!r}, api_key='***')"
 
 
+# Built once and run with parameters: every API request runs these.
+_NOW = bindparam("now", type_=api_keys.c.expires_at.type)
+_PROVIDER_BY_KEY = select(api_keys.c.provider_id).where(
+    api_keys.c.key_hash == bindparam("key_hash"),
+    api_keys.c.revoked_at.is_(None),
+    or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > _NOW),
+)
+_CALLBACK_RULES = (
+    select(providers.c.development, provider_callbacks.c.url)
+    .select_from(providers.outerjoin(provider_callbacks))
+    .where(providers.c.id == bindparam("provider_id"))
+    .order_by(provider_callbacks.c.id)
+)
+
+
 def authenticate(runtime: Runtime, api_key: str) -> str:
     """Return the provider id owning ``api_key``; raise :class:`errors.Unauthenticated`.
 
@@ -90,14 +115,10 @@ def authenticate(runtime: Runtime, api_key: str) -> str:
     """
     if not _KEY_SHAPE.match(api_key):
         raise errors.Unauthenticated("API key is missing or malformed")
-    now = runtime.now()
-    query = select(api_keys.c.provider_id).where(
-        api_keys.c.key_hash == digest(api_key),
-        api_keys.c.revoked_at.is_(None),
-        or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
-    )
     with runtime.engine.connect() as connection:
-        provider_id = connection.execute(query).scalar_one_or_none()
+        provider_id = connection.execute(
+            _PROVIDER_BY_KEY, {"key_hash": digest(api_key), "now": runtime.now()}
+        ).scalar_one_or_none()
     if provider_id is None:
         raise errors.Unauthenticated("API key is unknown, expired or revoked")
     return str(provider_id)
@@ -159,12 +180,7 @@ class CallbackRules:
 
 def callback_rules(connection: Connection, runtime: Runtime, provider_id: str) -> CallbackRules:
     """The provider's callback allow-list, read in one query on the caller's connection."""
-    rows = connection.execute(
-        select(providers.c.development, provider_callbacks.c.url)
-        .select_from(providers.outerjoin(provider_callbacks))
-        .where(providers.c.id == provider_id)
-        .order_by(provider_callbacks.c.id)
-    ).all()
+    rows = connection.execute(_CALLBACK_RULES, {"provider_id": provider_id}).all()
     if not rows:
         raise errors.ProviderNotFound(f"no provider {provider_id!r}")
     return CallbackRules(
