@@ -8,9 +8,8 @@ scope, so no module-level state is needed and two apps can live side by side
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
-
-from connexion import context
 
 from broker.runtime import Runtime
 
@@ -26,9 +25,15 @@ def runtime_from_scope(scope: MutableMapping[str, Any]) -> Runtime:
     return runtime
 
 
+# Set by RuntimeMiddleware for the request's task; the thread a sync handler runs in
+# gets a copy of that context. A plain context variable: Connexion's ``context.scope``
+# proxy cost 3 % of getActionItemUrl's CPU to reach the same value.
+REQUEST_RUNTIME: ContextVar[Runtime] = ContextVar("ctt_request_runtime")
+
+
 def current_runtime() -> Runtime:
     """The runtime of the request being handled."""
-    return runtime_from_scope(context.scope)
+    return REQUEST_RUNTIME.get()
 
 
 # What the edge guard leaves in the scope for handlers further in.

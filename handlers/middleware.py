@@ -38,6 +38,7 @@ from handlers.context import (
     LIMITS_KEY,
     MICROSOFT_LIMITER_KEY,
     OVERFLOW_KEY,
+    REQUEST_RUNTIME,
     SCOPE_KEY,
 )
 from handlers.problems import BROWSER_PATHS, respond
@@ -255,9 +256,15 @@ class RuntimeMiddleware:
         self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            scope[SCOPE_KEY] = self.runtime
-        await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = self.runtime
+        token = REQUEST_RUNTIME.set(self.runtime)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            REQUEST_RUNTIME.reset(token)
 
 
 class BodyGuardMiddleware:
