@@ -103,6 +103,10 @@ def server_options(env: dict[str, str] | None = None) -> dict[str, Any]:
         # Its access line prints the query string (the callback's state and
         # code); the broker's own JSON access line replaces it.
         "access_log": False,
+        # Only CTT_TRUSTED_PROXIES decides whether X-Forwarded-For names the client
+        # (RequestGuard); uvicorn's own rewrite would trust any loopback peer, and it is
+        # one more layer on every request.
+        "proxy_headers": False,
         # Uvicorn answers or cancels what is still running shortly before
         # gunicorn's graceful timeout would kill the worker outright.
         "timeout_graceful_shutdown": max(1, settings.graceful_timeout_seconds - 2),

@@ -151,3 +151,19 @@ def test_request_head_over_the_callback_limit_is_refused_by_the_server(
     base, _ = strict_server
     response = httpx.get(f"{base}/health", headers={"x-big": "a" * 60000}, timeout=5)
     assert response.status_code in (400, 431)
+
+
+def test_forged_x_forwarded_for_from_a_loopback_peer_does_not_escape_the_per_ip_limit(
+    strict_server: tuple[str, int],
+) -> None:
+    """Before, uvicorn rewrote the client address from X-Forwarded-For for any loopback
+    peer, so each forged value got a fresh admin budget. Only CTT_TRUSTED_PROXIES (unset
+    here) may make the broker believe that header."""
+    base, _ = strict_server
+    statuses = []
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for n in range(75):  # the default admin budget is 60 a minute per client IP
+            forged = {"X-Forwarded-For": f"203.0.113.{n % 250 + 1}"}
+            statuses.append(client.get("/actions/" + "B" * 43, headers=forged).status_code)
+    assert 429 in statuses, statuses
+    assert statuses.index(429) <= 61
