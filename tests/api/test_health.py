@@ -13,13 +13,13 @@ import pytest
 from broker.credentials import load_credentials
 from broker.db import make_engine
 from broker.runtime import Runtime
-from handlers.app import create_app
+from tests.shared_app import serving_app
 
 PROBLEM = "application/problem+json"
 
 
 def client_for(runtime: Runtime) -> Any:
-    return create_app(runtime.settings, runtime).test_client(raise_server_exceptions=False)
+    return serving_app(runtime).test_client(raise_server_exceptions=False)
 
 
 def with_keys(runtime: Runtime) -> Runtime:

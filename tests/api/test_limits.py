@@ -20,9 +20,10 @@ import yaml
 
 from broker.ratelimits import RateLimits, client_ip, parse_networks
 from broker.runtime import Runtime
-from handlers.app import SPEC_PATH, create_app
+from handlers.app import SPEC_PATH
 from handlers.middleware import CALLBACK_LIMITS, DEFAULT_LIMITS, RequestGuard, RouteLimits
 from tests.conftest import ProviderAccount, with_runtime_settings
+from tests.shared_app import serving_app
 
 PROBLEM = "application/problem+json"
 CPU_BOUND_SECONDS = 0.050
@@ -45,7 +46,7 @@ def rates(**changes: str) -> dict[str, str]:
 
 def limited_client(runtime: Runtime, limits: RateLimits | None = None, **settings: Any) -> Any:
     runtime = with_runtime_settings(runtime, **settings)
-    app = create_app(runtime.settings, runtime, rate_limits=limits)
+    app = serving_app(runtime, rate_limits=limits)
     return app.test_client(raise_server_exceptions=False)
 
 

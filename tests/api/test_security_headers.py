@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.runtime import Runtime
-from handlers.app import SPEC_PATH, create_app
+from handlers.app import SPEC_PATH
 from tests.conftest import ProviderAccount, with_runtime_settings
+from tests.shared_app import serving_app
 
 REQUIRED = {
     "x-content-type-options": "nosniff",
@@ -118,7 +119,7 @@ def test_trailing_slash_never_redirects_to_the_host_header(client: Any) -> None:
 def test_production_sends_hsts_and_hides_swagger_ui(runtime: Runtime) -> None:
     """In production every answer pins https, and the interactive docs are off by default."""
     production = with_runtime_settings(runtime, mode="production", swagger_ui=False)
-    client = create_app(production.settings, production).test_client(raise_server_exceptions=False)
+    client = serving_app(production).test_client(raise_server_exceptions=False)
     for path in ("/health", "/enterprises", "/actions/x/y", "/ui/"):
         response = client.get(path)
         assert response.headers["strict-transport-security"].startswith("max-age=")
@@ -129,7 +130,7 @@ def test_production_sends_hsts_and_hides_swagger_ui(runtime: Runtime) -> None:
 @pytest.mark.parametrize("swagger", [True, False])
 def test_swagger_ui_follows_its_setting(runtime: Runtime, swagger: bool) -> None:
     changed = with_runtime_settings(runtime, mode="production", swagger_ui=swagger)
-    client = create_app(changed.settings, changed).test_client(raise_server_exceptions=False)
+    client = serving_app(changed).test_client(raise_server_exceptions=False)
     assert (client.get("/ui/").status_code == 200) is swagger
 
 

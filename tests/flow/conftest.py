@@ -24,6 +24,7 @@ from emulator import Emulator, complete_browser_flow, create_emulator_app
 from emulator.seed import CONTOSO_TENANT_ID
 from sandbox.emulator_setup import emulator_config_for
 from tests.conftest import CALLBACK, FakeClock
+from tests.shared_app import serving_app
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -135,11 +136,7 @@ def world(runtime: Runtime, clock: FakeClock, tmp_path: Any) -> Iterator[World]:
 
     microsoft = Microsoft(settings, credentials, msal_http, clock, sleep=sleep)
     flow_runtime = replace(runtime, settings=settings, credentials=credentials, microsoft=microsoft)
-    from handlers.app import create_app
-
-    broker = create_app(settings, flow_runtime).test_client(
-        base_url=BROKER, raise_server_exceptions=False
-    )
+    broker = serving_app(flow_runtime).test_client(base_url=BROKER, raise_server_exceptions=False)
     login = TestClient(emulator_app, base_url=LOGIN)
     provider, key = providers.create_provider(
         flow_runtime, "Acme Telecom", callback_urls=(CALLBACK,)
@@ -147,16 +144,19 @@ def world(runtime: Runtime, clock: FakeClock, tmp_path: Any) -> Iterator[World]:
     enterprise = create_enterprise(
         flow_runtime, provider.provider_id, name="Contoso", external_id="c1"
     )
-    yield World(
-        runtime=flow_runtime,
-        emulator=emulator,
-        clock=clock,
-        broker=broker,
-        login=login,
-        provider_id=provider.provider_id,
-        api_key=key.api_key,
-        enterprise_id=enterprise.enterprise_id,
-        sleeps=sleeps,
-    )
+    # Entered: each client keeps one event loop for the whole test, instead of starting
+    # a loop and a thread pool per request.
+    with broker, msal_http, login:
+        yield World(
+            runtime=flow_runtime,
+            emulator=emulator,
+            clock=clock,
+            broker=broker,
+            login=login,
+            provider_id=provider.provider_id,
+            api_key=key.api_key,
+            enterprise_id=enterprise.enterprise_id,
+            sleeps=sleeps,
+        )
     msal_http.close()
     login.close()

@@ -7,8 +7,8 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from handlers.app import create_app
 from tests.flow.conftest import BROKER, CONTOSO_ADMIN, World, returned
+from tests.shared_app import serving_app
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -18,7 +18,7 @@ with warnings.catch_warnings():
 def production_browser(world: World) -> Any:
     settings = replace(world.runtime.settings, mode="production")
     runtime = replace(world.runtime, settings=settings)
-    app = create_app(settings, runtime)
+    app = serving_app(runtime)
     return TestClient(app, base_url=BROKER, raise_server_exceptions=False)
 
 

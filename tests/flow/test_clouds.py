@@ -23,6 +23,7 @@ from emulator import Emulator, create_emulator_app
 from sandbox.emulator_setup import emulator_config_for
 from tests.conftest import CALLBACK, FakeClock
 from tests.flow.conftest import BROKER, CONTOSO_ADMIN, World, returned
+from tests.shared_app import serving_app
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -88,11 +89,7 @@ def cloud_world(
     cloud_runtime = replace(
         runtime, settings=settings, credentials=credentials, microsoft=microsoft
     )
-    from handlers.app import create_app
-
-    broker = create_app(settings, cloud_runtime).test_client(
-        base_url=BROKER, raise_server_exceptions=False
-    )
+    broker = serving_app(cloud_runtime).test_client(base_url=BROKER, raise_server_exceptions=False)
     login = TestClient(emulator_app, base_url=login_host)
     provider, key = providers.create_provider(
         cloud_runtime, "Acme Telecom", callback_urls=(CALLBACK,)

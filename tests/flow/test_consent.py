@@ -7,6 +7,7 @@ import pytest
 from broker.credentials import sandbox_app_credentials
 from emulator.seed import CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID
 from tests.flow.conftest import CONTOSO_ADMIN, CONTOSO_USER, World, returned
+from tests.shared_app import serving_app
 
 CONSENTS = [
     ("GET_USER_SYNC_CONSENT", "UserSync"),
@@ -183,13 +184,11 @@ def test_grant_lacking_roles_or_tenant_is_not_reported_as_success(
 ) -> None:
     from dataclasses import replace
 
-    from handlers.app import create_app
-
     world.register()
     runtime = replace(
         world.runtime, microsoft=GrantWithoutRoles(world.runtime.microsoft, token_tenant)
     )  # type: ignore[arg-type]
-    world.broker = create_app(runtime.settings, runtime).test_client(
+    world.broker = serving_app(runtime).test_client(
         base_url="https://broker.test", raise_server_exceptions=False
     )
     launched = world.click(world.link("GET_PRESENCE_CONSENT")["url"])
