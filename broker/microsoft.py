@@ -24,8 +24,10 @@ authorization code flow (PKCE, nonce) that MSAL runs.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +53,12 @@ from broker.id_tokens import (
 from broker.ids import is_guid
 from broker.metrics import MeteredTransport
 from broker.settings import Settings
+
+# MSAL tries to import the optional msal_extensions package each time an application
+# object is built, and Python does not remember a failed import: every try searched
+# sys.path again (5% of a launch's CPU). When it is not installed, say so once.
+if importlib.util.find_spec("msal_extensions") is None:
+    sys.modules.setdefault("msal_extensions", None)  # type: ignore[arg-type]
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
 # Entra error codes that have a code of our own; anything else is MICROSOFT_ERROR.
