@@ -21,7 +21,6 @@ it starts is stopped on exit; everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -51,6 +50,7 @@ if str(ROOT) not in sys.path:  # run as a file: import this tree's broker and em
 import httpx  # noqa: E402
 
 from bench.reference import load_catalog_rows, new_id  # noqa: E402
+from sandbox.secret_files import write_secret_files  # noqa: E402
 
 PYTHON = sys.executable
 SERVE = [PYTHON, "-m", "broker.cli", "serve"]  # ctt-broker serve of this tree
@@ -238,42 +238,6 @@ def cli(env: dict[str, str], *argv: str) -> str:
     if done.returncode != 0:
         raise BenchError(f"ctt-broker {' '.join(argv[:2])} failed:\n{done.stdout}{done.stderr}")
     return done.stdout
-
-
-def production_secrets(folder: Path) -> dict[str, str]:
-    """The secrets production mode requires, as files (sandbox app credentials)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from broker.catalog import load_catalog
-    from broker.credentials import sandbox_app_credentials
-
-    folder.mkdir(mode=0o700)
-    apps = {
-        app: {"clientId": credential.client_id, "clientSecret": credential.client_secret}
-        for app, credential in sandbox_app_credentials(load_catalog()).items()
-    }
-    (folder / "apps.json").write_text(json.dumps(apps))
-
-    def key() -> str:
-        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-
-    (folder / "state.keys").write_text(f"s1:{key()}\n")
-    (folder / "event.keys").write_text(f"e1:{key()}\n")
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (folder / "result.pem").write_bytes(pem)
-    for path in folder.iterdir():
-        path.chmod(0o600)
-    return {
-        "CTT_APP_CREDENTIALS": f"@{folder / 'apps.json'}",
-        "CTT_STATE_KEYS": f"@{folder / 'state.keys'}",
-        "CTT_EVENT_KEYS": f"@{folder / 'event.keys'}",
-        "CTT_RESULT_SIGNING_KEY_FILE": str(folder / "result.pem"),
-    }
 
 
 @dataclass
@@ -1252,7 +1216,7 @@ def run(args: argparse.Namespace) -> Report:
                 settings = {"CTT_MODE": args.mode, "CTT_LOG_LEVEL": args.log_level}
                 if args.mode == "production":
                     settings["CTT_PUBLIC_BASE_URL"] = PUBLIC
-                    settings.update(production_secrets(work / "secrets"))
+                    settings.update(write_secret_files(work / "secrets"))
                 setup = prepare(backend, url, work, settings)
                 if args.compare:
                     workers_compare(args, setup, report)

@@ -10,10 +10,8 @@ registration and a consent then go through to the end.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
 import signal
 import ssl
 import subprocess
@@ -25,15 +23,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import create_engine, text
 
 from broker.catalog import load_catalog
-from broker.credentials import sandbox_app_credentials
 from emulator import Emulator, complete_browser_flow, create_emulator_app
 from sandbox.emulator_setup import emulator_config_for
 from sandbox.launch import free_port
+from sandbox.secret_files import write_secret_files
 from tests.conftest import POSTGRES_SERVER
 from tests.faults.servers import spawn, wait_until
 from tests.production.pki import TestAuthority, TlsServer
@@ -86,36 +82,6 @@ def schema_url() -> Iterator[str]:
         admin.dispose()
 
 
-def secret_files(folder: Path) -> dict[str, str]:
-    """Every secret as a file, the way an orchestrator mounts them."""
-    folder.mkdir(mode=0o700)
-    apps = {
-        app: {"clientId": credential.client_id, "clientSecret": credential.client_secret}
-        for app, credential in sandbox_app_credentials(load_catalog()).items()
-    }
-    (folder / "apps.json").write_text(json.dumps(apps))
-
-    def key() -> str:
-        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-
-    (folder / "state.keys").write_text(f"s1:{key()}\n")
-    (folder / "event.keys").write_text(f"e1:{key()}\n")
-    result_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (folder / "result.pem").write_bytes(result_key)
-    for path in folder.iterdir():
-        path.chmod(0o600)
-    return {
-        "CTT_APP_CREDENTIALS": f"@{folder / 'apps.json'}",
-        "CTT_STATE_KEYS": f"@{folder / 'state.keys'}",
-        "CTT_EVENT_KEYS": f"@{folder / 'event.keys'}",
-        "CTT_RESULT_SIGNING_KEY_FILE": str(folder / "result.pem"),
-    }
-
-
 def test_production_configuration_from_the_wheel(
     installed: Path, schema_url: str, tmp_path: Path
 ) -> None:
@@ -144,7 +110,7 @@ def test_production_configuration_from_the_wheel(
         "CTT_CONSENT_CONFIRM_INTERVAL_SECONDS": "0.5",
         # The broker's own TLS: in a deployment a proxy usually ends it.
         "GUNICORN_CMD_ARGS": f"--certfile={broker_tls.certfile} --keyfile={broker_tls.keyfile}",
-        **secret_files(tmp_path / "secrets"),
+        **write_secret_files(tmp_path / "secrets"),
     }
     work = tmp_path / "run"
     work.mkdir()
