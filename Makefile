@@ -50,8 +50,11 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# pytest-xdist: TEST_JOBS worker processes, one more than the CPUs (many tests wait on a
+# server process or a browser). TEST_JOBS=0 runs every test in this one process.
+TEST_JOBS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1)')
 test: test-setup lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_JOBS)
 
 BENCH_ARGS ?=
 bench: bench-setup

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -234,7 +235,10 @@ def test_api_bulkhead_full_answers_503_at_once() -> None:
                 release.set()
             return answers
 
-    busy, admin, held = anyio.run(scenario)
+    # On a thread of its own: the test process may have an event loop running on this one
+    # (Playwright's sync API keeps one for the browser tests' session).
+    with ThreadPoolExecutor(1) as thread:
+        busy, admin, held = thread.submit(anyio.run, scenario).result()
     assert busy.status_code == 503
     assert busy.json()["code"] == "SERVICE_UNAVAILABLE"
     assert busy.headers["retry-after"] == "1"

@@ -18,6 +18,8 @@ from emulator.seed import CONTOSO_TENANT_ID
 from handlers.app import create_app
 from tests.flow.conftest import CONTOSO_ADMIN, World
 
+pytestmark = pytest.mark.slow
+
 IN_FLIGHT = 45
 TOKEN_DELAY = 4.0
 

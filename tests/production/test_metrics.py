@@ -29,6 +29,8 @@ from sandbox.emulator_setup import emulator_config_for
 from sandbox.launch import free_port
 from tests.faults.servers import Child, spawn, wait_healthy
 
+pytestmark = pytest.mark.slow
+
 CLI = shutil.which("ctt-broker", path=str(Path(sys.executable).parent)) or "ctt-broker"
 CONTOSO_ADMIN = "admin@contoso.onmicrosoft.com"
 CALLBACK = "http://127.0.0.1:9/callback"

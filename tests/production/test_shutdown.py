@@ -31,6 +31,8 @@ from broker.settings import load_settings
 from sandbox.launch import free_port
 from tests.faults.servers import spawn, wait_healthy, wait_until
 
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
 CLI = shutil.which("ctt-broker", path=str(BIN)) or "ctt-broker"
 

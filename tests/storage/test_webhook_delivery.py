@@ -661,6 +661,14 @@ def trickler() -> Iterator[str]:
     server.close()
 
 
+def delivery_status(runtime: Runtime, provider_id: str, event_id: str) -> str | None:
+    """The delivery's status, None before the sender has queued it."""
+    try:
+        return get_delivery(runtime, provider_id, event_id).status
+    except errors.EventNotFound:
+        return None
+
+
 def trickled_provider(runtime: Runtime, url: str, name: str = "Trickler") -> str:
     provider, _ = create_provider(runtime, name, development=True, webhook_url=url)
     assert ensure_webhook_secret(runtime, provider.provider_id)
@@ -890,11 +898,16 @@ def test_background_jobs_run_while_a_trickling_receiver_holds_a_delivery(
     )
     worker.start()
     try:
-        deadline = time.monotonic() + 2.0
-        while sealed_tokens(runtime, stale) is not None:
-            assert time.monotonic() < deadline, "the jobs waited behind the delivery"
+        # No wall-clock bound on the jobs (a loaded machine is slow): they must finish while
+        # the attempt is still trickling, which a loop shared with deliveries cannot do.
+        deadline = time.monotonic() + 10.0
+        while delivery_status(runtime, slow, held) != "delivering":
+            assert time.monotonic() < deadline, "the delivery never started"
             time.sleep(0.02)
-        assert get_delivery(runtime, slow, held).status == "delivering"  # still trickling
+        while sealed_tokens(runtime, stale) is not None:
+            status = get_delivery(runtime, slow, held).status
+            assert status == "delivering", "the jobs waited behind the delivery"
+            time.sleep(0.02)
     finally:
         stop.set()
         worker.join(timeout=10)
