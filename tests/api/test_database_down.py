@@ -86,7 +86,11 @@ class Relay:
         except OSError:
             pass
         finally:
+            # shutdown() first: it sends the FIN and wakes the other direction's recv(),
+            # which close() alone does not while that thread still holds the socket.
             for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
 

@@ -317,6 +317,19 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(runtime: Runtime) -> No
     assert [r.status_code for r in statuses] == [404, 404, 404, 429, 429]
 
 
+@pytest.mark.parametrize("bucket", ["admin", "auth_failure"])
+def test_rotating_ipv6_addresses_within_one_64_does_not_escape_the_per_ip_limit(
+    storage: str, bucket: str
+) -> None:
+    """Attacker holding a /64 uses a new address per request: one budget for all of them."""
+    limits = fresh_limits(storage, admin="3/minute", auth_failure="3/minute")
+    verdicts = [limits.hit(bucket, f"2001:db8:7:9::{n:x}").allowed for n in range(1, 6)]
+    assert verdicts == [True, True, True, False, False]
+    # The next /64 is another subscriber, and IPv4 addresses stay one each.
+    assert limits.hit(bucket, "2001:db8:7:a::1").allowed
+    assert limits.hit(bucket, "192.0.2.7").allowed
+
+
 def test_client_ip_comes_from_forwarded_for_only_behind_a_trusted_proxy() -> None:
     proxies = parse_networks("10.0.0.0/8, 192.0.2.1")
     assert client_ip("198.51.100.7", ["203.0.113.9"], proxies) == "198.51.100.7"
