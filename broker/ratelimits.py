@@ -143,6 +143,11 @@ class RateLimits:
             self._windows = ProcessWindows(clock)
         self._items: dict[str, RateLimitItem] = {name: parse(limits[name]) for name in BUCKETS}
 
+    @property
+    def windows_held(self) -> int | None:
+        """How many windows this process holds (``memory://``); None when Redis holds them."""
+        return None if self._windows is None else len(self._windows)
+
     def hit(self, bucket: str, key: str) -> Verdict:
         """Count one request against ``bucket`` for ``key``."""
         return self._ask(bucket, key, count=True)
