@@ -108,6 +108,24 @@ _CALLBACK_RULES = (
 )
 
 
+# get_provider's queries, built once: a statement built per call costs more than the
+# query itself on SQLite (the join's condition is worked out again each time).
+_PROVIDER_ROWS = select(providers, provider_callbacks.c.url.label("callback_url")).select_from(
+    providers.outerjoin(provider_callbacks)
+)
+_PROVIDER_BY_ID = _PROVIDER_ROWS.where(providers.c.id == bindparam("ref")).order_by(
+    provider_callbacks.c.id
+)
+_PROVIDER_BY_NAME = _PROVIDER_ROWS.where(providers.c.name == bindparam("ref")).order_by(
+    provider_callbacks.c.id
+)
+_PROVIDER_KEYS = (
+    select(api_keys)
+    .where(api_keys.c.provider_id == bindparam("provider_id"))
+    .order_by(api_keys.c.id)
+)
+
+
 def authenticate(runtime: Runtime, api_key: str) -> str:
     """Return the provider id owning ``api_key``; raise :class:`errors.Unauthenticated`.
 
@@ -196,27 +214,14 @@ def get_provider(runtime: Runtime, ref: str, *, with_keys: bool = True) -> Provi
     ``with_keys=False`` leaves ``keys`` empty and spares the query, for the admin's
     round trip, which needs the callbacks and settings but never the keys.
     """
-    column = providers.c.id if looks_like_id(ref, "prv") else providers.c.name
+    query = _PROVIDER_BY_ID if looks_like_id(ref, "prv") else _PROVIDER_BY_NAME
     with runtime.engine.connect() as connection:
-        rows = (
-            connection.execute(
-                select(providers, provider_callbacks.c.url.label("callback_url"))
-                .select_from(providers.outerjoin(provider_callbacks))
-                .where(column == ref)
-                .order_by(provider_callbacks.c.id)
-            )
-            .mappings()
-            .all()
-        )
+        rows = connection.execute(query, {"ref": ref}).mappings().all()
         if not rows:
             raise errors.ProviderNotFound(f"no provider {ref!r}")
         row = rows[0]
         keys = (
-            connection.execute(
-                select(api_keys).where(api_keys.c.provider_id == row["id"]).order_by(api_keys.c.id)
-            )
-            .mappings()
-            .all()
+            connection.execute(_PROVIDER_KEYS, {"provider_id": row["id"]}).mappings().all()
             if with_keys
             else []
         )
