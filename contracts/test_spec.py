@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 import yaml
+from connexion.spec import Specification
 from openapi_spec_validator import validate
 
 from broker import errors
 from broker.catalog import load_catalog
 from broker.settings import DOCUMENTED, PREFIX
 from contracts.conftest import REPO, ContractApp
-from handlers.app import SnakeCaseResolver
+from handlers.app import SPEC_PATH, SnakeCaseResolver, load_spec
 
 SPEC: dict[str, Any] = yaml.safe_load((REPO / "openapi.yaml").read_text())
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -83,6 +84,24 @@ def test_every_route_the_app_serves_is_in_the_spec(contract_app: ContractApp) ->
             assert response.status_code == 405, (other, path)
     for ghost in ("/admin", "/enterprises/x/y/z", "/actions", "/v2/enterprises", "/enterprise"):
         assert client.get(ghost, headers=contract_app.headers).status_code == 404
+
+
+def test_the_app_is_built_from_the_spec_file_as_written(contract_app: ContractApp) -> None:
+    """The app is built from a parse of openapi.yaml kept for the process: Connexion must
+    make of it what it makes of the file itself, and no caller may change what the next
+    caller gets."""
+    assert load_spec() == SPEC
+    mine = load_spec()
+    mine["paths"].clear()
+    mine["info"]["title"] = "changed"
+    assert load_spec() == SPEC
+    from_file = Specification.load(str(SPEC_PATH))
+    from_dict = Specification.load(load_spec())
+    assert from_dict.raw == from_file.raw
+    assert from_dict.operation_cls is from_file.operation_cls
+    served = contract_app.app.test_client().get("/openapi.json").json()
+    assert served["paths"].keys() == SPEC["paths"].keys()
+    assert served["info"] == SPEC["info"]
 
 
 def test_every_error_code_the_code_can_raise_is_in_the_spec() -> None:

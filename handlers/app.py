@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,26 @@ from handlers.middleware import RequestLogMiddleware
 
 # handlers/openapi.yaml links to the top-level spec, so an installed wheel carries it too.
 SPEC_PATH = Path(__file__).resolve().parent / "openapi.yaml"
+
+
+def load_spec() -> dict[str, Any]:
+    """``openapi.yaml`` as a dict of its own, for the caller to keep or change.
+
+    The file is parsed once per process, with libyaml's parser when PyYAML has it
+    (the pure-Python parser took most of the time an app took to build), and copied
+    for each caller: Connexion is handed this dict rather than the file, so the spec
+    is no longer parsed a second time for every app.
+    """
+    return copy.deepcopy(_parsed_spec())
+
+
+@cache
+def _parsed_spec() -> dict[str, Any]:
+    text = SPEC_PATH.read_text("utf-8")
+    if yaml.__with_libyaml__:
+        document: dict[str, Any] = yaml.load(text, Loader=yaml.CSafeLoader)
+        return document
+    return dict(yaml.safe_load(text))
 
 
 class SnakeCaseResolver(Resolver):  # type: ignore[misc]
@@ -114,10 +136,10 @@ def create_app(
     if configure_logs:
         observability.configure_logging(settings.log_level)
     metrics.watch_pool(runtime.engine)
-    spec = yaml.safe_load(SPEC_PATH.read_text("utf-8"))
+    spec = load_spec()
     app = AsyncApp(__name__, specification_dir=str(SPEC_PATH.parent))
     app.add_api(
-        SPEC_PATH.name,
+        load_spec(),
         resolver=SnakeCaseResolver(),
         strict_validation=True,
         validate_responses=settings.validate_responses,

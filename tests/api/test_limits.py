@@ -17,11 +17,10 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
-import yaml
 
 from broker.ratelimits import RateLimits, client_ip, parse_networks
 from broker.runtime import Runtime
-from handlers.app import SPEC_PATH
+from handlers.app import load_spec
 from handlers.middleware import CALLBACK_LIMITS, DEFAULT_LIMITS, RequestGuard, RouteLimits
 from tests.conftest import ProviderAccount, with_runtime_settings
 from tests.shared_app import serving_app
@@ -52,7 +51,7 @@ def limited_client(runtime: Runtime, limits: RateLimits | None = None, **setting
 
 
 def spec_operations() -> list[tuple[str, str]]:
-    spec = yaml.safe_load(SPEC_PATH.read_text("utf-8"))
+    spec = load_spec()
     operations = []
     for template, item in spec["paths"].items():
         path = template

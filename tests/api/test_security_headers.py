@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from broker.runtime import Runtime
-from handlers.app import SPEC_PATH
+from handlers.app import load_spec
 from tests.conftest import ProviderAccount, with_runtime_settings
 from tests.shared_app import serving_app
 
@@ -52,7 +51,7 @@ GHOST = "01JCX3Q2B6V7W8X9Y0Z1A2B3C4"
 
 
 def spec_paths() -> list[str]:
-    spec = yaml.safe_load(SPEC_PATH.read_text("utf-8"))
+    spec = load_spec()
     values = {
         "enterpriseId": f"ent_{GHOST}",
         "actionItemId": f"act_{GHOST}",
