@@ -36,7 +36,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import certifi
 import httpx
 import jwt
 import msal
@@ -53,6 +52,7 @@ from broker.id_tokens import (
 from broker.ids import is_guid
 from broker.metrics import MeteredTransport
 from broker.settings import Settings
+from broker.tls import trusted_context
 
 # MSAL tries to import the optional msal_extensions package each time an application
 # object is built, and Python does not remember a failed import: every try searched
@@ -124,10 +124,7 @@ class LoginHostTransport(httpx.BaseTransport):
 def tls_context(settings: Settings) -> ssl.SSLContext:
     """Public CAs (certifi) plus ``CTT_CA_BUNDLE``'s; the client's ``trust_env=False`` keeps
     ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE`` and proxy variables out of it."""
-    context = ssl.create_default_context(cafile=certifi.where())
-    if settings.ca_bundle:
-        context.load_verify_locations(cafile=settings.ca_bundle)
-    return context
+    return trusted_context(settings.ca_bundle)
 
 
 def make_http_client(settings: Settings) -> httpx.Client:

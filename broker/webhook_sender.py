@@ -37,12 +37,12 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-import certifi
 import httpcore
 
 from broker import errors
 from broker.destinations import DestinationUnresolved, Resolver, pick_address, system_resolver
 from broker.runtime import Runtime
+from broker.tls import trusted_context
 from broker.webhook_queue import (
     AttemptResult,
     Claim,
@@ -114,7 +114,7 @@ class WebhookSender:
         self.production = production
         self._resolve = resolve
         self._connect = connect
-        self._ssl_context = ssl_context or ssl.create_default_context(cafile=certifi.where())
+        self._ssl_context = ssl_context or trusted_context()
         self._monotonic = monotonic
 
     @classmethod
