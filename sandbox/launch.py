@@ -82,17 +82,18 @@ def launched_sandbox(data_dir: Path, startup_seconds: float = 30) -> Iterator[La
         )
     try:
         deadline = time.monotonic() + startup_seconds
-        while True:
-            try:
-                if httpx.get(f"{portal}/static/portal.css", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "the sandbox did not start:\n" + log.read_text("utf-8", "replace")
-                )
-            time.sleep(0.2)
+        with httpx.Client(timeout=1) as probe:  # one client: each new one loads the CAs
+            while True:
+                try:
+                    if probe.get(f"{portal}/static/portal.css").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "the sandbox did not start:\n" + log.read_text("utf-8", "replace")
+                    )
+                time.sleep(0.2)
         yield LaunchedSandbox(broker, emulator, portal, data_dir, log)
     finally:
         process.send_signal(signal.SIGTERM)

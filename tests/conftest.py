@@ -9,6 +9,7 @@ skip: set ``CTT_TEST_SKIP_POSTGRES=1`` to leave it out on purpose.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from broker.db import make_engine, metadata
 from broker.migrate import upgrade_database
 from broker.runtime import Runtime
 from broker.settings import Settings, load_settings
+from emulator.keys import SigningKey
 from tests.shared_app import forget_database, release_apps, serving_app
 
 POSTGRES_SERVER = os.environ.get(
@@ -39,6 +41,42 @@ START = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
 # unchanged; only the time limit goes.
 hypothesis_settings.register_profile("ctt-tests", deadline=None)
 hypothesis_settings.load_profile("ctt-tests")
+
+
+class ReusedSigningKeys:
+    """The RSA keys the in-process emulators of a test generate, kept for the next test.
+
+    A 2048-bit key takes tens of milliseconds to generate, and nearly every flow test
+    builds an emulator. Each test draws keys in the same order from this pool: within a
+    test every key is still a different one (a rotated or an attacker's key never equals
+    the emulator's), and across tests a key is generated once per process.
+    """
+
+    def __init__(self) -> None:
+        self._generate = SigningKey.generate
+        self._keys: list[SigningKey] = []
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def restart(self) -> None:
+        with self._lock:
+            self._next = 0
+
+    def take(self) -> SigningKey:
+        with self._lock:
+            if self._next == len(self._keys):
+                self._keys.append(self._generate())
+            self._next += 1
+            return self._keys[self._next - 1]
+
+
+_SIGNING_KEYS = ReusedSigningKeys()
+
+
+@pytest.fixture(autouse=True)
+def _reused_signing_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    _SIGNING_KEYS.restart()
+    monkeypatch.setattr(SigningKey, "generate", classmethod(lambda cls: _SIGNING_KEYS.take()))
 
 
 class FakeClock:

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import http_clients
+
 BIN = Path(sys.executable).parent
 
 
@@ -47,7 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if http_clients.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import http_clients
 from tests.api.test_served import BIN, free_port
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if http_clients.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -23,6 +23,7 @@ import httpx
 
 from sandbox.__main__ import ThreadServer
 from sandbox.launch import free_port
+from tests import http_clients
 
 START_SECONDS = 40.0
 
@@ -78,7 +79,7 @@ def wait_healthy(child: Child, base_url: str) -> None:
     deadline = time.monotonic() + START_SECONDS
     while True:
         with suppress(httpx.TransportError):
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+            if http_clients.get(f"{base_url}/health", timeout=2).status_code == 200:
                 return
         if child.process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{child.name} did not start:\n{child.output()}")

@@ -29,6 +29,7 @@ from broker.settings import load_settings
 from emulator import Emulator, complete_browser_flow, create_emulator_app
 from sandbox.emulator_setup import emulator_config_for
 from sandbox.launch import free_port
+from tests import http_clients
 from tests.faults.postgres import PrivatePostgres, private_postgres
 from tests.faults.servers import (
     START_SECONDS,
@@ -92,7 +93,7 @@ class Stack:
 
     def api(self, instance: int = 0) -> httpx.Client:
         """An API client for one instance."""
-        return httpx.Client(base_url=self.instances[instance], timeout=30)
+        return http_clients.client(base_url=self.instances[instance], timeout=30)
 
     def new_provider(self, tag: str) -> Provider:
         """A development provider with a callback and a webhook on the receiver."""
@@ -279,7 +280,7 @@ class Browser:
     answers: list[Answer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.client = httpx.Client(timeout=30, follow_redirects=False)
+        self.client = http_clients.client(timeout=30, follow_redirects=False)
         self.client.event_hooks = {"request": [], "response": [self._record]}
 
     def _record(self, response: httpx.Response) -> None:

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests import http_clients
 from tests.faults.invariant import invariant_violations, item_records
 from tests.faults.stack import Browser, Stack, browser_outcome, table
 
@@ -23,7 +24,7 @@ def _race(browser: Browser, callback: str) -> list[httpx.Response]:
     cookies = browser.cookies_header()
 
     def send(instance: int) -> httpx.Response:
-        with httpx.Client(timeout=30, follow_redirects=False) as client:
+        with http_clients.client(timeout=30, follow_redirects=False) as client:
             url = browser.on(callback, instance)
             barrier.wait(timeout=10)
             return client.get(url, headers={"Cookie": cookies})

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from urllib.parse import urlencode, urlsplit
 
-import httpx
 import pytest
 import uvicorn
 
 from broker.ratelimits import RateLimits
 from emulator.seed import CONTOSO_TENANT_ID
 from handlers.app import create_app
+from tests import http_clients
 from tests.flow.conftest import CONTOSO_ADMIN, World
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_provider_api_answers_while_microsofts_token_endpoint_hangs(
     """
     world.register(CONTOSO_TENANT_ID)
     callbacks: list[tuple[str, str]] = []
-    with httpx.Client(base_url=served, timeout=30) as http:
+    with http_clients.client(base_url=served, timeout=30) as http:
         for _ in range(IN_FLIGHT):
             link = world.link("LOGIN_ENTERPRISE_ADMIN")
             launched = http.get(urlsplit(link["url"]).path)
@@ -69,12 +69,12 @@ def test_provider_api_answers_while_microsofts_token_endpoint_hangs(
             cookie = launched.headers["set-cookie"].split(";", 1)[0]
             params = world.at_microsoft(launched.headers["location"], CONTOSO_ADMIN)
             callbacks.append(("/oauth/callback?" + urlencode(params), cookie))
-    assert httpx.get(f"{served}/enterprises", headers=world.headers).status_code == 200
+    assert http_clients.get(f"{served}/enterprises", headers=world.headers).status_code == 200
     world.emulator.set_token_delay(TOKEN_DELAY)
     statuses: list[int] = []
 
     def admin_returns(path: str, cookie: str) -> None:
-        with httpx.Client(base_url=served, timeout=30) as browser:
+        with http_clients.client(base_url=served, timeout=30) as browser:
             statuses.append(browser.get(path, headers={"Cookie": cookie}).status_code)
 
     admins = [threading.Thread(target=admin_returns, args=pair) for pair in callbacks]
@@ -82,7 +82,7 @@ def test_provider_api_answers_while_microsofts_token_endpoint_hangs(
         admin.start()
     time.sleep(0.5)  # every callback is now waiting on Microsoft
     started = time.monotonic()
-    answer = httpx.get(f"{served}/enterprises", headers=world.headers, timeout=30)
+    answer = http_clients.get(f"{served}/enterprises", headers=world.headers, timeout=30)
     elapsed = time.monotonic() - started
     for admin in admins:
         admin.join(timeout=60)
