@@ -94,9 +94,11 @@ def cpu_seconds(call: Any, tries: int = 3) -> tuple[float, Any]:
 
     Process CPU time counts every thread, so a collection or another test's
     leftover thread can land in one try; the cheapest try is the request's cost.
+    Paused is enough: no collection starts in any thread meanwhile (a full
+    ``gc.collect()`` first would cost more than the request, in a worker that
+    holds every module the suite imports).
     """
     best, result = float("inf"), None
-    gc.collect()
     gc.disable()
     try:
         for _ in range(tries):
