@@ -413,8 +413,11 @@ def test_delivery_gives_up_after_24_hours_of_backoff_and_can_be_redelivered(
 
 
 def test_two_workers_never_deliver_one_event_twice_at_once(
-    runtime: Runtime, receiver: Receiver, http: WebhookSender
+    runtime: Runtime, receiver: Receiver
 ) -> None:
+    # Every attempt must succeed here: a deadline far above the receiver's 50 ms, so a busy
+    # machine cannot turn one into a timed-out attempt (the fixture's is 0.5 s).
+    http = WebhookSender(deadline_seconds=10.0)
     accounts = [dev_provider(runtime, receiver, f"Racer {n}") for n in range(3)]
     receiver.delay = 0.05
     for _ in range(2):
