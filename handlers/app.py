@@ -139,7 +139,7 @@ def create_app(
     spec = load_spec()
     app = AsyncApp(__name__, specification_dir=str(SPEC_PATH.parent))
     app.add_api(
-        load_spec(),
+        load_spec(),  # a copy of its own: Connexion sets defaults in what it is given
         resolver=SnakeCaseResolver(),
         strict_validation=True,
         validate_responses=settings.validate_responses,

@@ -49,7 +49,9 @@ class ReusedSigningKeys:
     A 2048-bit key takes tens of milliseconds to generate, and nearly every flow test
     builds an emulator. Each test draws keys in the same order from this pool: within a
     test every key is still a different one (a rotated or an attacker's key never equals
-    the emulator's), and across tests a key is generated once per process.
+    the emulator's), and across tests a key is generated once per process. Emulators
+    built before a test starts (module- or session-scoped ones) generate real keys:
+    the pool only serves what a test builds itself.
     """
 
     def __init__(self) -> None:

@@ -4,7 +4,8 @@ httpx loads the CA bundle into a new SSL context for every client it builds (ten
 milliseconds of CPU), even one that only ever speaks plain HTTP to 127.0.0.1. Tests that
 build many clients (one per simulated browser, one per probe) share the broker's
 process-wide context instead: each client is still separate (its own connections and
-cookies), and TLS, where a test uses it, is verified as before.
+cookies), and TLS, where a test uses it, is verified as before (against certifi's CAs:
+``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are not read, as in the broker).
 """
 
 from __future__ import annotations
