@@ -42,17 +42,23 @@ SPEC: dict[str, Any] = yaml.safe_load((REPO / "openapi.yaml").read_text())
 NOT_DRIVABLE = set(NOT_LINKABLE)
 
 
-def seed_live_resources(sandbox: RunningSandbox) -> None:
-    """A finished registration with its events, and an action item still open."""
+def seed_live_resources(sandbox: RunningSandbox, seed: int) -> None:
+    """A finished registration with its events, and an action item still open, for this run.
+
+    Each seed gets an enterprise of its own: under pytest-xdist the seeds may share one
+    sandbox in any order, and an earlier run may have revoked or used every open item.
+    """
     api = httpx.Client(
         base_url=sandbox.broker,
         headers={"Authorization": f"Bearer {sandbox.api_key}"},
         timeout=20,
     )
     with api:
-        created = api.post("/enterprises", json={"name": "Fuzz Seed", "externalId": "fuzz-seed"})
+        created = api.post(
+            "/enterprises", json={"name": f"Fuzz Seed {seed}", "externalId": f"fuzz-seed-{seed}"}
+        )
         if created.status_code == 409:
-            return  # seeded by an earlier seed's run in this session
+            return  # this seed's run already seeded it (a rerun in the same session)
         assert created.status_code == 201, created.text
         enterprise_id = created.json()["enterpriseId"]
 
@@ -107,7 +113,7 @@ def statuses_by_operation(har: Path) -> dict[str, list[int]]:
 def test_running_service_honours_its_spec(
     running_sandbox: RunningSandbox, seed: int, tmp_path: Path
 ) -> None:
-    seed_live_resources(running_sandbox)
+    seed_live_resources(running_sandbox, seed)
     har = tmp_path / "run.har"
     completed = subprocess.run(  # noqa: S603
         [
