@@ -124,6 +124,17 @@ class RunningSandbox:
 @pytest.fixture(scope="session")
 def running_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
     """``python -m sandbox`` started once per session."""
+    yield from _sandbox(tmp_path_factory)
+
+
+@pytest.fixture
+def fresh_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """``python -m sandbox`` of the test's own, on an empty database: nothing another test
+    did (under pytest-xdist, in any order) changes what it holds."""
+    yield from _sandbox(tmp_path_factory)
+
+
+def _sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
     with launched_sandbox(tmp_path_factory.mktemp("contract-sandbox")) as started:
         yield RunningSandbox(
             started.broker, started.emulator, started.portal, started.data_dir, started.log
