@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-import ssl
 import sys
 import threading
 import time
@@ -121,15 +120,14 @@ class LoginHostTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    """Public CAs (certifi) plus ``CTT_CA_BUNDLE``'s; the client's ``trust_env=False`` keeps
-    ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE`` and proxy variables out of it."""
-    return trusted_context(settings.ca_bundle)
-
-
 def make_http_client(settings: Settings) -> httpx.Client:
-    """The HTTP client for every call to Microsoft."""
-    inner: httpx.BaseTransport = httpx.HTTPTransport(retries=1, verify=tls_context(settings))
+    """The HTTP client for every call to Microsoft.
+
+    It trusts the public CAs (certifi) plus ``CTT_CA_BUNDLE``'s; ``trust_env=False`` keeps
+    ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE`` and proxy variables out of it.
+    """
+    verify = trusted_context(settings.ca_bundle)
+    inner: httpx.BaseTransport = httpx.HTTPTransport(retries=1, verify=verify)
     if settings.login_transport_url:
         inner = LoginHostTransport(
             settings.login_host, settings.login_transport_url, inner, settings.graph_host
