@@ -52,9 +52,14 @@ lint: setup
 
 # pytest-xdist: TEST_JOBS worker processes, one more than the CPUs (many tests wait on a
 # server process or a browser). TEST_JOBS=0 runs every test in this one process.
+# --dist worksteal: a worker that runs out takes tests queued on another, so the run does
+# not end on one worker working through a long tail of server tests.
+# PYTHONDONTWRITEBYTECODE is cleared for the run: the suite starts about a hundred Python
+# processes (workers, servers, CLIs), and without cached bytecode each compiles the project
+# and pytest rewrites every test module again (the .pyc files go to ignored __pycache__ dirs).
 TEST_JOBS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1)')
 test: test-setup lint
-	$(BIN)/pytest -q -n $(TEST_JOBS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n $(TEST_JOBS) --dist worksteal
 
 BENCH_ARGS ?=
 bench: bench-setup
