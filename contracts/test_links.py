@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
+from contracts.conftest import read_spec
 
-from contracts.conftest import REPO
-
-SPEC: dict[str, Any] = yaml.safe_load((REPO / "openapi.yaml").read_text())
+SPEC: dict[str, Any] = read_spec()
 METHODS = ("get", "post", "put", "patch", "delete")
 
 # Reached by the flow tests (tests/flow, contracts/test_generated_clients.py), not by links.

@@ -27,9 +27,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import yaml
 
-from contracts.conftest import REPO, RunningSandbox
+from contracts.conftest import REPO, RunningSandbox, read_spec
 from contracts.test_links import NOT_LINKABLE
 from emulator import complete_browser_flow
 
@@ -38,7 +37,7 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 # shared id seeds the draw then (it still differs from run to run).
 _DRAW = random.Random(os.environ.get("PYTEST_XDIST_TESTRUNUID"))  # noqa: S311
 SEEDS = [20261127, _DRAW.randrange(1, 2**31), _DRAW.randrange(1, 2**31)]
-SPEC: dict[str, Any] = yaml.safe_load((REPO / "openapi.yaml").read_text())
+SPEC: dict[str, Any] = read_spec()
 # Launching needs the handle inside a one-time url; the callback, the form_post resume and
 # redeeming need Microsoft's answer: the flow tests drive those, the fuzzer cannot.
 NOT_DRIVABLE = set(NOT_LINKABLE)

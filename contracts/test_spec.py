@@ -7,17 +7,16 @@ import re
 from typing import Any
 
 import pytest
-import yaml
 from connexion.spec import Specification
 from openapi_spec_validator import validate
 
 from broker import errors
 from broker.catalog import load_catalog
 from broker.settings import DOCUMENTED, PREFIX
-from contracts.conftest import REPO, ContractApp
+from contracts.conftest import REPO, ContractApp, read_spec
 from handlers.app import SPEC_PATH, SnakeCaseResolver, load_spec
 
-SPEC: dict[str, Any] = yaml.safe_load((REPO / "openapi.yaml").read_text())
+SPEC: dict[str, Any] = read_spec()
 METHODS = ("get", "post", "put", "patch", "delete")
 OPERATIONS = [
     (path, method, operation)

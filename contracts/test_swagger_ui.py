@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
 from broker.settings import load_settings
-from contracts.conftest import REPO
+from contracts.conftest import read_spec
 from handlers.app import swagger_ui_options
 
-SPEC: dict[str, Any] = yaml.safe_load((REPO / "openapi.yaml").read_text())
+SPEC: dict[str, Any] = read_spec()
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
