@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -948,9 +948,30 @@ def serve_emulator(port: int, broker_url: str) -> None:
     )
 
 
-def one_flow(api: httpx.Client, enterprise_id: str, action_type: str) -> None:
-    """getActionItemUrl, launch, the emulator's pages, the callback, redeem."""
+STEPS = ("launch", "callback", "redeem")
+
+
+def one_flow(
+    api: httpx.Client,
+    enterprise_id: str,
+    action_type: str,
+    steps: dict[str, float] | None = None,
+    worker: int | None = None,
+) -> None:
+    """getActionItemUrl, launch, the emulator's pages, the callback, redeem.
+
+    With ``steps`` and the ``worker``'s pid, each broker step's CPU (seconds) is added
+    to ``steps``: the worker is idle between steps (the emulator is another process).
+    """
     from emulator import complete_browser_flow
+
+    def step(name: str, send: Any) -> httpx.Response:
+        if steps is None or worker is None:
+            return cast(httpx.Response, send())
+        before = cpu_seconds(worker)
+        answer = cast(httpx.Response, send())
+        steps[name] += cpu_seconds(worker) - before
+        return answer
 
     link = api.post(
         "/enterprise/getActionItemUrl",
@@ -959,17 +980,21 @@ def one_flow(api: httpx.Client, enterprise_id: str, action_type: str) -> None:
     if link.status_code != 201:
         raise BenchError(f"getActionItemUrl answered {link.status_code}: {link.text[:300]}")
     with httpx.Client(follow_redirects=False, timeout=30) as browser:
-        launched = browser.get(link.json()["url"])
+        launched = step("launch", lambda: browser.get(link.json()["url"]))
         if launched.status_code not in (302, 303):
             raise BenchError(f"the link answered {launched.status_code}: {launched.text[:300]}")
         result = complete_browser_flow(browser, launched.headers["location"], username=ADMIN)
-        answer = browser.get(result.redirect_uri, params=dict(result.params))
+        answer = step(
+            "callback", lambda: browser.get(result.redirect_uri, params=dict(result.params))
+        )
     if answer.status_code not in (302, 303):
         raise BenchError(f"the callback answered {answer.status_code}: {answer.text[:300]}")
     query = dict(parse_qsl(urlsplit(answer.headers["location"]).query))
     if query.get("status") != "completed":
         raise BenchError(f"{action_type} did not complete: {query}")
-    redeemed = api.post("/results/redeem", json={"resultCode": query["resultCode"]})
+    redeemed = step(
+        "redeem", lambda: api.post("/results/redeem", json={"resultCode": query["resultCode"]})
+    )
     if redeemed.status_code != 200:
         raise BenchError(f"redeem answered {redeemed.status_code}: {redeemed.text[:300]}")
 
@@ -1033,8 +1058,9 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
         results = []
         for kind, action in kinds:
             before, clock = cpu_seconds(worker), time.monotonic()
+            steps = dict.fromkeys(STEPS, 0.0)
             for _ in range(args.flows):
-                one_flow(api, enterprise, action)
+                one_flow(api, enterprise, action, steps, worker)
             flow_ms = (cpu_seconds(worker) - before) * 1000 / args.flows
             flow_wall = (time.monotonic() - clock) * 1000 / args.flows
             before = cpu_seconds(worker)
@@ -1058,6 +1084,9 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
                     "cpu_ms_per_flow": round(flow_ms, 2),
                     "cpu_ms_per_get_action_item_url": round(link_ms, 2),
                     "cpu_ms_per_flow_without_link": round(flow_ms - link_ms, 2),
+                    "cpu_ms_per_step": {
+                        name: round(steps[name] * 1000 / args.flows, 2) for name in STEPS
+                    },
                     "wall_ms_per_flow": round(flow_wall, 1),
                 }
             )
@@ -1075,10 +1104,17 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
             f"{item['cpu_ms_per_get_action_item_url']:>18.2f}"
             f"{item['cpu_ms_per_flow_without_link']:>12.2f}{item['wall_ms_per_flow']:>9.1f}"
         )
+    say(f"{'per step':<36}" + "".join(f"{name:>12}" for name in STEPS))
+    for item in results:
+        say(
+            f"{item['kind']:<10}{item['action_type']:<26}"
+            + "".join(f"{item['cpu_ms_per_step'][name]:>12.2f}" for name in STEPS)
+        )
     say(
         "(getActionItemUrl's own CPU is measured by a separate run of the same number of calls "
-        "and subtracted; 'without it' = launch + callback + redeem. CPU clock: "
-        f"{1000 / CLOCK_TICKS:.0f} ms ticks.)"
+        "and subtracted; 'without it' = launch + callback + redeem. Per step: the worker's CPU "
+        "across each request of the flows above, the emulator's pages between them not counted "
+        f"(they run in another process). CPU clock: {1000 / CLOCK_TICKS:.0f} ms ticks.)"
     )
     report.flows.append(
         {"backend": setup.backend, "idle_ms_per_s": round(idle_ms_per_s, 3), "kinds": results}
