@@ -1104,17 +1104,21 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
             f"{item['cpu_ms_per_get_action_item_url']:>18.2f}"
             f"{item['cpu_ms_per_flow_without_link']:>12.2f}{item['wall_ms_per_flow']:>9.1f}"
         )
-    say(f"{'per step':<36}" + "".join(f"{name:>12}" for name in STEPS))
+    say(f"{'per step':<36}" + "".join(f"{name:>12}" for name in STEPS) + f"{'between':>12}")
     for item in results:
+        per_step = item["cpu_ms_per_step"]
+        between = item["cpu_ms_per_flow_without_link"] - sum(per_step.values())
         say(
             f"{item['kind']:<10}{item['action_type']:<26}"
-            + "".join(f"{item['cpu_ms_per_step'][name]:>12.2f}" for name in STEPS)
+            + "".join(f"{per_step[name]:>12.2f}" for name in STEPS)
+            + f"{between:>12.2f}"
         )
     say(
         "(getActionItemUrl's own CPU is measured by a separate run of the same number of calls "
         "and subtracted; 'without it' = launch + callback + redeem. Per step: the worker's CPU "
-        "across each request of the flows above, the emulator's pages between them not counted "
-        f"(they run in another process). CPU clock: {1000 / CLOCK_TICKS:.0f} ms ticks.)"
+        "across each request of the flows above; 'between' is the rest of 'without it' (work "
+        "after an answer was read, idle CPU while the emulator, another process, served its "
+        f"pages; it can be negative: the clock ticks every {1000 / CLOCK_TICKS:.0f} ms).)"
     )
     report.flows.append(
         {"backend": setup.backend, "idle_ms_per_s": round(idle_ms_per_s, 3), "kinds": results}
