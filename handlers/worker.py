@@ -21,6 +21,7 @@ import os
 from typing import Any, ClassVar
 
 import h11
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn_worker import UvicornWorker
 
@@ -125,15 +126,15 @@ class FreezeAfterStartup:
     frozen object is never freed, which suits a process that builds one app.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
 
-        async def send_then_freeze(message: Any) -> None:
+        async def send_then_freeze(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 gc.collect()
                 gc.freeze()
