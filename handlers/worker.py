@@ -11,6 +11,9 @@ Limits that only the HTTP server can enforce, read from the settings:
   byte at a time would otherwise hold the connection for ever;
 - idle keep-alive connections close after ``CTT_KEEP_ALIVE_SECONDS``;
 - beyond ``CTT_MAX_CONNECTIONS`` open connections, new requests get 503.
+
+Once its app has started, the worker also hides what startup built from the
+garbage collector (:class:`FreezeAfterStartup`).
 """
 
 from __future__ import annotations
