@@ -301,6 +301,9 @@ class Microsoft:
         self._credentials = credentials
         self._http = http_client
         self._msal_http = DiscoveryCache(http_client)
+        self._starters: dict[tuple[str, str, str], tuple[float, msal.ConfidentialClientApplication]]
+        self._starters = {}
+        self._starters_lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
         self.jwks = JwksCache(
@@ -422,11 +425,12 @@ class Microsoft:
     ) -> tuple[str, dict[str, Any]]:
         """Begin the authorization code flow; returns the URL and MSAL's secret flow dict.
 
-        Only the discovery document is fetched here: retried like any idempotent call.
+        At most the discovery document is fetched here (when the kept MSAL object is
+        rebuilt, see :meth:`_sign_in_starter`): retried like any idempotent call.
         """
         flow = self._retried(
             lambda: self._call(
-                lambda: self._application(spec.app, tenant).initiate_auth_code_flow(
+                lambda: self._sign_in_starter(spec.app, tenant).initiate_auth_code_flow(
                     scopes=list(spec.scopes),
                     redirect_uri=self._settings.redirect_uri,
                     state=state,
@@ -439,6 +443,29 @@ class Microsoft:
         if "auth_uri" not in flow:
             raise microsoft_error(flow.get("error"), flow.get("error_description"))
         return str(flow["auth_uri"]), dict(flow)
+
+    def _sign_in_starter(self, app: str, tenant: str) -> msal.ConfidentialClientApplication:
+        """The MSAL object that begins sign-ins of ``app`` in ``tenant``, kept a while.
+
+        Beginning a sign-in builds a URL and the flow's secrets (PKCE, nonce) from the
+        tenant's endpoints: it sends no request, reads no token and keeps no answer, so one
+        object serves every launch instead of one built per click (a third of a launch's
+        CPU). It is rebuilt as often as the discovery document is fetched again, and for
+        a new client id; redemptions never use it (see :meth:`complete_sign_in`).
+        """
+        key = (app, tenant, self._credentials.app(app).client_id)
+        now = time.monotonic()
+        with self._starters_lock:
+            kept = self._starters.get(key)
+        if kept is not None and now < kept[0]:
+            return kept[1]
+        application = self._application(app, tenant)  # raises when discovery fails: not kept
+        with self._starters_lock:
+            self._starters.pop(key, None)
+            while len(self._starters) >= DISCOVERY_MAX_TENANTS:
+                self._starters.pop(next(iter(self._starters)))
+            self._starters[key] = (now + DISCOVERY_TTL_SECONDS, application)
+        return application
 
     def complete_sign_in(
         self,

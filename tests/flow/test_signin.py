@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from broker.microsoft import Microsoft
 from emulator.seed import CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID
 from tests.flow.conftest import (
     CONTOSO_ADMIN,
     CONTOSO_DECLINER,
     CONTOSO_USER,
     FABRIKAM_ADMIN,
+    LOGIN,
     World,
     returned,
 )
@@ -185,3 +193,64 @@ def test_microsoft_keys_unreachable_is_microsoft_unavailable_not_a_bad_token(wor
     )
     query = returned(world.run("REGISTRATION", CONTOSO_ADMIN))
     assert (query["status"], query["errorCode"]) == ("failed", "MICROSOFT_UNAVAILABLE")
+
+
+def test_launches_share_one_msal_object_and_every_redemption_builds_its_own(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beginning a sign-in keeps nothing between admins; redeeming a code must start clean."""
+    built: list[Any] = []
+    original = Microsoft._application
+
+    def counted(self: Microsoft, app: str, tenant: str) -> Any:
+        built.append(original(self, app, tenant))
+        return built[-1]
+
+    monkeypatch.setattr(Microsoft, "_application", counted)
+    world.register()
+    locations = []
+    for _ in range(2):
+        launched = world.click(world.link("LOGIN_ENTERPRISE_ADMIN")["url"])
+        assert launched.status_code == 302, launched.text
+        locations.append(launched.headers["location"])
+    assert len(built) == 1
+    first, second = (parse_qs(urlsplit(url).query) for url in locations)
+    assert first["nonce"] != second["nonce"]
+    assert first["code_challenge"] != second["code_challenge"]
+    for location in locations:
+        query = returned(world.callback(world.at_microsoft(location, CONTOSO_ADMIN)))
+        assert query["status"] == "completed"
+    assert len(built) == 3
+    assert len({id(application) for application in built}) == 3
+
+
+def test_a_failed_discovery_is_asked_again_not_kept_for_later_launches(world: World) -> None:
+    """A 503 on the discovery document is retried; only a working MSAL object is kept."""
+    paths: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if len(paths) == 1:
+            return httpx.Response(503)
+        base = f"{LOGIN}/organizations"
+        return httpx.Response(
+            200,
+            json={
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "issuer": f"{LOGIN}/{{tenantid}}/v2.0",
+            },
+        )
+
+    runtime = world.runtime
+    microsoft = Microsoft(
+        runtime.settings,
+        runtime.credentials,
+        httpx.Client(transport=httpx.MockTransport(answer)),
+        world.clock,
+        sleep=lambda seconds: None,
+    )
+    spec = runtime.catalog.get("LOGIN_ENTERPRISE_ADMIN")
+    urls = [microsoft.start_sign_in(spec, "organizations", f"state-{n}")[0] for n in range(3)]
+    assert paths == ["/organizations/v2.0/.well-known/openid-configuration"] * 2
+    assert len({parse_qs(urlsplit(url).query)["nonce"][0] for url in urls}) == 3
