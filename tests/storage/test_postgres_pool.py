@@ -1,13 +1,13 @@
-"""PostgreSQL's pool: a connection the server ended is replaced at checkout, a quiet one reused.
+"""PostgreSQL's pool: every reuse asks the server first, so a dead session never meets a statement.
 
-The pool pre-pings a connection only when its socket has something to read (the
-server's goodbye, or its closing): one round trip less on every checkout, and a
-terminated backend still never reaches a statement.
+A session can end without a word reaching the client (a failover to a standby behind the
+same address, a load balancer dropping idle connections): only a round trip finds out.
+Skipping the ping when the socket was quiet saved about 0.06 ms of CPU per checkout and
+was tried; it let such a session through to the request's first statement.
 """
 
 from __future__ import annotations
 
-import select
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,13 +61,13 @@ def terminate(pid: int) -> None:
         admin.dispose()
 
 
-def test_a_quiet_pooled_connection_is_reused_without_a_round_trip(
+def test_every_reuse_of_a_pooled_connection_asks_the_server_first(
     engine: Engine, pings: list[Any]
 ) -> None:
-    first = backend_of(engine)
+    first = backend_of(engine)  # a new connection: nothing to ask yet
     for _ in range(5):
         assert backend_of(engine) == first
-    assert pings == []
+    assert len(pings) == 5
 
 
 def test_a_terminated_backend_is_replaced_at_checkout_not_met_by_a_statement(
@@ -77,24 +77,5 @@ def test_a_terminated_backend_is_replaced_at_checkout_not_met_by_a_statement(
     terminate(first)
     replaced = backend_of(engine)  # raises if the dead connection reached the statement
     assert replaced != first
-    assert len(pings) == 1  # the goodbye made the socket readable: the real ping ran, failed
+    assert len(pings) == 1  # the ping met the ended session, and the pool replaced it
     assert backend_of(engine) == replaced
-
-
-def test_a_socket_with_anything_to_read_gets_the_real_ping_and_stays_when_it_answers(
-    engine: Engine, pings: list[Any]
-) -> None:
-    with engine.connect() as other:  # held: the pool's only idle connection is the listener
-        with engine.connect() as listener:
-            first = int(listener.execute(SESSION).scalar_one())
-            listener.execute(text("LISTEN ctt_pool_test"))
-            listener.commit()
-            raw = listener.connection.dbapi_connection
-            assert raw is not None
-        other.execute(text("NOTIFY ctt_pool_test"))
-        other.commit()
-        # The notice travels on its own: wait until it is there to read.
-        assert select.select([raw.fileno()], [], [], 5.0)[0]
-        with engine.connect() as again:  # a notice waits on its socket: not a goodbye
-            assert int(again.execute(SESSION).scalar_one()) == first
-    assert len(pings) == 1
