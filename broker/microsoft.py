@@ -450,8 +450,10 @@ class Microsoft:
         Beginning a sign-in builds a URL and the flow's secrets (PKCE, nonce) from the
         tenant's endpoints: it sends no request, reads no token and keeps no answer, so one
         object serves every launch instead of one built per click (building one costs about
-        0.3 ms of CPU, a sixth of the launch handler's). It is rebuilt as often as the discovery document is fetched again, and for
-        a new client id; redemptions never use it (see :meth:`complete_sign_in`).
+        0.3 ms of CPU, a sixth of the launch handler's). It is kept for
+        ``DISCOVERY_TTL_SECONDS`` from when it was built (its endpoints may come from a
+        discovery answer kept up to as long before), and rebuilt for a new client id;
+        redemptions never use it (see :meth:`complete_sign_in`).
         """
         key = (app, tenant, self._credentials.app(app).client_id)
         now = time.monotonic()

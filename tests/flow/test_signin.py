@@ -224,9 +224,19 @@ def test_launches_share_one_msal_object_and_every_redemption_builds_its_own(
     assert len({id(application) for application in built}) == 3
 
 
-def test_a_failed_discovery_is_asked_again_not_kept_for_later_launches(world: World) -> None:
+def test_a_failed_discovery_is_asked_again_not_kept_for_later_launches(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 503 on the discovery document is retried; only a working MSAL object is kept."""
     paths: list[str] = []
+    builds: list[str] = []
+    original = Microsoft._application
+
+    def counted(self: Microsoft, app: str, tenant: str) -> Any:
+        builds.append(tenant)
+        return original(self, app, tenant)
+
+    monkeypatch.setattr(Microsoft, "_application", counted)
 
     def answer(request: httpx.Request) -> httpx.Response:
         paths.append(request.url.path)
@@ -253,4 +263,5 @@ def test_a_failed_discovery_is_asked_again_not_kept_for_later_launches(world: Wo
     spec = runtime.catalog.get("LOGIN_ENTERPRISE_ADMIN")
     urls = [microsoft.start_sign_in(spec, "organizations", f"state-{n}")[0] for n in range(3)]
     assert paths == ["/organizations/v2.0/.well-known/openid-configuration"] * 2
+    assert builds == ["organizations"] * 2  # the failed build, then the one kept for all three
     assert len({parse_qs(urlsplit(url).query)["nonce"][0] for url in urls}) == 3
