@@ -70,13 +70,15 @@ class Runtime:
 
 def open_runtime(settings: Settings, *, with_microsoft: bool = True) -> Runtime:
     """Create the engine, load the catalog and, for the service, credentials and MSAL."""
-    from broker.credentials import load_credentials
-    from broker.microsoft import Microsoft, make_http_client
-
     catalog = load_catalog()
     engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     if not with_microsoft:
         return Runtime(settings=settings, engine=engine, catalog=catalog)
+    # Imported only here: MSAL and its HTTP stack are about 0.1 s of CPU that the console
+    # commands and `ctt-broker serve`'s own checks (before gunicorn starts) never use.
+    from broker.credentials import load_credentials
+    from broker.microsoft import Microsoft, make_http_client
+
     credentials = load_credentials(settings, catalog, secrets.token_bytes)
     microsoft = Microsoft(settings, credentials, make_http_client(settings), system_clock)
     return Runtime(
