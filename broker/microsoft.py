@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -177,6 +177,37 @@ class RetryingJwksClient:
 DISCOVERY_TTL_SECONDS = 3600.0
 DISCOVERY_MAX_TENANTS = 1024
 _DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Kept(Generic[K, V]):
+    """Values kept for ``ttl_seconds`` each, at most ``max_entries`` (the oldest go first)."""
+
+    def __init__(
+        self, ttl_seconds: float, max_entries: int, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._values: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        """The value kept under ``key``, or None when there is none or it is too old."""
+        now = self._monotonic()
+        with self._lock:
+            kept = self._values.get(key)
+        return kept[1] if kept is not None and now < kept[0] else None
+
+    def put(self, key: K, value: V) -> None:
+        """Keep ``value`` under ``key`` from now on, replacing what was there."""
+        until = self._monotonic() + self._ttl
+        with self._lock:
+            self._values.pop(key, None)
+            while len(self._values) >= self._max_entries:
+                self._values.pop(next(iter(self._values)))
+            self._values[key] = (until, value)
 
 
 class DiscoveryCache:
@@ -199,29 +230,19 @@ class DiscoveryCache:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http_client
-        self._ttl = ttl_seconds
-        self._max_entries = max_entries
-        self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._documents: dict[str, tuple[float, httpx.Response]] = {}
+        self._documents: Kept[str, httpx.Response] = Kept(ttl_seconds, max_entries, monotonic)
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         """GET ``url``; a discovery document comes from the cache while it is fresh."""
         if not urlsplit(url).path.endswith(_DISCOVERY_SUFFIX) or kwargs.get("params"):
             return self._http.get(url, **kwargs)
-        now = self._monotonic()
-        with self._lock:
-            kept = self._documents.get(url)
-        if kept is not None and now < kept[0]:
-            return kept[1]
+        kept = self._documents.get(url)
+        if kept is not None:
+            return kept
         response = self._http.get(url, **kwargs)
         if response.status_code == 200:
             response.read()
-            with self._lock:
-                self._documents.pop(url, None)
-                while len(self._documents) >= self._max_entries:
-                    self._documents.pop(next(iter(self._documents)))
-                self._documents[url] = (now + self._ttl, response)
+            self._documents.put(url, response)
         return response
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
@@ -301,9 +322,9 @@ class Microsoft:
         self._credentials = credentials
         self._http = http_client
         self._msal_http = DiscoveryCache(http_client)
-        self._starters: dict[tuple[str, str, str], tuple[float, msal.ConfidentialClientApplication]]
-        self._starters = {}
-        self._starters_lock = threading.Lock()
+        self._starters: Kept[tuple[str, str, str], msal.ConfidentialClientApplication] = Kept(
+            DISCOVERY_TTL_SECONDS, DISCOVERY_MAX_TENANTS
+        )
         self._clock = clock
         self._sleep = sleep
         self.jwks = JwksCache(
@@ -456,17 +477,11 @@ class Microsoft:
         redemptions never use it (see :meth:`complete_sign_in`).
         """
         key = (app, tenant, self._credentials.app(app).client_id)
-        now = time.monotonic()
-        with self._starters_lock:
-            kept = self._starters.get(key)
-        if kept is not None and now < kept[0]:
-            return kept[1]
+        kept = self._starters.get(key)
+        if kept is not None:
+            return kept
         application = self._application(app, tenant)  # raises when discovery fails: not kept
-        with self._starters_lock:
-            self._starters.pop(key, None)
-            while len(self._starters) >= DISCOVERY_MAX_TENANTS:
-                self._starters.pop(next(iter(self._starters)))
-            self._starters[key] = (now + DISCOVERY_TTL_SECONDS, application)
+        self._starters.put(key, application)
         return application
 
     def complete_sign_in(
