@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from functools import lru_cache
+from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
@@ -198,6 +199,53 @@ def record_registration(
     return get_enterprise(runtime, provider_id, enterprise_id)
 
 
+# Built once and run with parameters: an enterprise is read on every GET of it and
+# for every item of a list page, and building these statements (the consent summary
+# has two subqueries per consent type) cost more CPU than running them.
+_ENTERPRISE = select(enterprises).where(
+    enterprises.c.id == bindparam("e_enterprise_id"),
+    enterprises.c.provider_id == bindparam("e_provider_id"),
+)
+_OUTCOMES = select(enterprise_consents).where(
+    enterprise_consents.c.enterprise_id == bindparam("e_enterprise_id")
+)
+
+
+@lru_cache(maxsize=4)
+def _requests_by_type(kinds: tuple[str, ...]) -> Select[Any]:
+    """Per consent type of ``kinds``: the newest request's time, then whether one is live.
+
+    Two index seeks per type: the cost does not grow with the enterprise's history.
+    Keyed by the catalog's consent types (one catalog per process in practice).
+    """
+    enterprise_id = bindparam("e_enterprise_id", type_=action_items.c.enterprise_id.type)
+    now = bindparam("e_now", type_=action_items.c.expires_at.type)
+    return select(
+        *(
+            select(action_items.c.created_at)
+            .where(
+                action_items.c.enterprise_id == enterprise_id, action_items.c.consent_type == kind
+            )
+            .order_by(action_items.c.created_at.desc())
+            .limit(1)
+            .scalar_subquery()
+            for kind in kinds
+        ),
+        *(
+            exists()
+            .where(
+                action_items.c.enterprise_id == enterprise_id,
+                # Spelled out: an IN list is expanded anew at every execution.
+                or_(*(action_items.c.status == state for state in LIVE_ITEM_STATES)),
+                action_items.c.expires_at > now,
+                action_items.c.consent_type == kind,
+            )
+            .label(f"live_{index}")
+            for index, kind in enumerate(kinds)
+        ),
+    )
+
+
 def _load(
     runtime: Runtime, connection: Connection, provider_id: str, enterprise_id: str
 ) -> Enterprise:
@@ -205,9 +253,7 @@ def _load(
         raise errors.EnterpriseNotFound(f"no enterprise {enterprise_id!r}")
     row = (
         connection.execute(
-            select(enterprises).where(
-                enterprises.c.id == enterprise_id, enterprises.c.provider_id == provider_id
-            )
+            _ENTERPRISE, {"e_enterprise_id": enterprise_id, "e_provider_id": provider_id}
         )
         .mappings()
         .first()
@@ -230,41 +276,13 @@ def _load(
 def _consents(
     runtime: Runtime, connection: Connection, enterprise_id: str
 ) -> tuple[ConsentStatus, ...]:
-    now = runtime.now()
     outcomes = {
         row["consent_type"]: row
-        for row in connection.execute(
-            select(enterprise_consents).where(enterprise_consents.c.enterprise_id == enterprise_id)
-        ).mappings()
+        for row in connection.execute(_OUTCOMES, {"e_enterprise_id": enterprise_id}).mappings()
     }
-    kinds = [spec.consent_type for spec in runtime.catalog.actions if spec.consent_type]
-    # One round trip, and per consent type two index seeks (the newest request,
-    # any live one): the cost does not grow with the enterprise's history.
+    kinds = tuple(spec.consent_type for spec in runtime.catalog.actions if spec.consent_type)
     newest_and_live = connection.execute(
-        select(
-            *(
-                select(action_items.c.created_at)
-                .where(
-                    action_items.c.enterprise_id == enterprise_id,
-                    action_items.c.consent_type == kind,
-                )
-                .order_by(action_items.c.created_at.desc())
-                .limit(1)
-                .scalar_subquery()
-                for kind in kinds
-            ),
-            *(
-                exists()
-                .where(
-                    action_items.c.enterprise_id == enterprise_id,
-                    action_items.c.status.in_(LIVE_ITEM_STATES),
-                    action_items.c.expires_at > now,
-                    action_items.c.consent_type == kind,
-                )
-                .label(f"live_{index}")
-                for index, kind in enumerate(kinds)
-            ),
-        )
+        _requests_by_type(kinds), {"e_enterprise_id": enterprise_id, "e_now": runtime.now()}
     ).one()
     requested = dict(zip(kinds, newest_and_live[: len(kinds)], strict=True))
     live = {kind for kind, flag in zip(kinds, newest_and_live[len(kinds) :], strict=True) if flag}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
@@ -261,15 +261,19 @@ def _provider_packages(connection: Connection, provider_id: str) -> list[TeamsAp
     ]
 
 
+# Built once and run with a parameter: every read of an enterprise runs it.
+_ENTERPRISE_APPS = (
+    select(enterprise_teams_apps)
+    .where(enterprise_teams_apps.c.enterprise_id == bindparam("t_enterprise_id"))
+    .order_by(enterprise_teams_apps.c.manifest_id)
+)
+
+
 def enterprise_teams_apps_state(
     connection: Connection, enterprise_id: str
 ) -> tuple[EnterpriseTeamsApp, ...]:
     """The ``teamsApps`` section of an enterprise, one entry per manifest id."""
-    rows = connection.execute(
-        select(enterprise_teams_apps)
-        .where(enterprise_teams_apps.c.enterprise_id == enterprise_id)
-        .order_by(enterprise_teams_apps.c.manifest_id)
-    ).mappings()
+    rows = connection.execute(_ENTERPRISE_APPS, {"t_enterprise_id": enterprise_id}).mappings()
     return tuple(
         EnterpriseTeamsApp(
             manifest_id=row["manifest_id"],
