@@ -26,6 +26,7 @@ from broker.runtime import Runtime, open_runtime
 from broker.settings import Settings, load_settings
 from handlers import middleware, problems
 from handlers.middleware import RequestLogMiddleware
+from handlers.spec_documents import SpecDocuments
 
 # handlers/openapi.yaml links to the top-level spec, so an installed wheel carries it too.
 SPEC_PATH = Path(__file__).resolve().parent / "openapi.yaml"
@@ -184,6 +185,8 @@ def create_app(
     app.add_middleware(
         middleware.RuntimeMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, runtime=runtime
     )
+    # Innermost of ours: the spec documents get the request log, the headers and the guards.
+    app.add_middleware(SpecDocuments, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec)
     return app
 
 
