@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from broker import errors, lifecycle
 from broker.callbacks import check_callback_url
 from broker.catalog import ActionSpec
 from broker.db import action_items
-from broker.enterprises import get_enterprise, registered_tenant
+from broker.enterprises import registered_tenant
 from broker.ids import decode_cursor, encode_cursor, looks_like_id, new_id
 from broker.providers import callback_rules
 from broker.runtime import Runtime
@@ -183,19 +183,20 @@ def get_action_item(runtime: Runtime, provider_id: str, action_item_id: str) -> 
 def list_action_items(
     runtime: Runtime, provider_id: str, enterprise_id: str, *, limit: int, cursor: str | None = None
 ) -> ActionItemPage:
-    """An enterprise's action items, oldest first."""
-    get_enterprise(runtime, provider_id, enterprise_id)
-    query = select(action_items.c.id).where(
-        action_items.c.provider_id == provider_id, action_items.c.enterprise_id == enterprise_id
-    )
-    if cursor is not None:
-        query = query.where(action_items.c.id > decode_cursor(cursor, "act"))
-    query = query.order_by(action_items.c.id).limit(limit + 1)
+    """An enterprise's action items, oldest first: one read for the whole page."""
     with runtime.engine.connect() as connection:
-        ids = list(connection.execute(query).scalars())
-        items = tuple(_load(runtime, connection, provider_id, item_id) for item_id in ids[:limit])
+        registered_tenant(connection, provider_id, enterprise_id)  # raises when not found
+        query = select(action_items).where(
+            action_items.c.provider_id == provider_id,
+            action_items.c.enterprise_id == enterprise_id,
+        )
+        if cursor is not None:
+            query = query.where(action_items.c.id > decode_cursor(cursor, "act"))
+        query = query.order_by(action_items.c.id).limit(limit + 1)
+        rows = connection.execute(query).mappings().all()
     return ActionItemPage(
-        items=items, next_cursor=encode_cursor(ids[limit - 1]) if len(ids) > limit else None
+        items=tuple(_from_row(runtime, row) for row in rows[:limit]),
+        next_cursor=encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None,
     )
 
 
@@ -228,17 +229,20 @@ def _load(
     if not looks_like_id(action_item_id, "act"):
         raise errors.ActionItemNotFound(f"no action item {action_item_id!r}")
     row = (
-        connection.execute(
-            select(action_items).where(
-                action_items.c.id == action_item_id, action_items.c.provider_id == provider_id
-            )
-        )
+        connection.execute(_ITEM, {"a_item_id": action_item_id, "a_provider_id": provider_id})
         .mappings()
         .first()
     )
     if row is None:
         raise errors.ActionItemNotFound(f"no action item {action_item_id!r}")
     return _from_row(runtime, row)
+
+
+# Built once and run with parameters (every read of one action item).
+_ITEM = select(action_items).where(
+    action_items.c.id == bindparam("a_item_id"),
+    action_items.c.provider_id == bindparam("a_provider_id"),
+)
 
 
 def _from_row(runtime: Runtime, row: Mapping[Any, Any]) -> ActionItem:

@@ -14,7 +14,17 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Select, bindparam, exists, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Select,
+    bindparam,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from broker import errors
@@ -151,17 +161,17 @@ def list_enterprises(
     cursor: str | None = None,
     external_id: str | None = None,
 ) -> Page:
-    """The provider's enterprises, oldest first, ``limit`` at a time."""
-    query = select(enterprises.c.id).where(enterprises.c.provider_id == provider_id)
+    """The provider's enterprises, oldest first, ``limit`` at a time (their rows in one read)."""
+    query = select(enterprises).where(enterprises.c.provider_id == provider_id)
     if cursor is not None:
         query = query.where(enterprises.c.id > decode_cursor(cursor, "ent"))
     if external_id is not None:
         query = query.where(enterprises.c.external_id == external_id)
     query = query.order_by(enterprises.c.id).limit(limit + 1)
     with runtime.engine.connect() as connection:
-        ids = list(connection.execute(query).scalars())
-        items = tuple(_load(runtime, connection, provider_id, eid) for eid in ids[:limit])
-    next_cursor = encode_cursor(ids[limit - 1]) if len(ids) > limit else None
+        rows = connection.execute(query).mappings().all()
+        items = tuple(_from_row(runtime, connection, row) for row in rows[:limit])
+    next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -260,6 +270,10 @@ def _load(
     )
     if row is None:
         raise errors.EnterpriseNotFound(f"no enterprise {enterprise_id!r}")
+    return _from_row(runtime, connection, row)
+
+
+def _from_row(runtime: Runtime, connection: Connection, row: RowMapping) -> Enterprise:
     return Enterprise(
         enterprise_id=row["id"],
         name=row["name"],
@@ -268,8 +282,8 @@ def _load(
         registered_at=row["registered_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        consents=_consents(runtime, connection, enterprise_id),
-        teams_apps=enterprise_teams_apps_state(connection, enterprise_id),
+        consents=_consents(runtime, connection, row["id"]),
+        teams_apps=enterprise_teams_apps_state(connection, row["id"]),
     )
 
 
