@@ -731,8 +731,10 @@ def test_a_trickling_receiver_delays_another_provider_by_at_most_one_deadline(
         thread.join(timeout=5)
         loop.close()
     print(f"healthy provider delivered after {waited:.2f} s with {slots} slot(s)")
-    # With a free slot it never waits out a trickler; with one slot, one deadline at most.
-    assert waited < (DEADLINE if slots > len(slow) else DEADLINE + 0.5)
+    # With a free slot it never waits out a trickler; with one slot, one deadline at most:
+    # waiting behind a second attempt would take two deadlines. The margin below that is for
+    # a loaded machine (1.7 s was seen with the whole suite running on 2 cores).
+    assert waited < (DEADLINE if slots > len(slow) else 2 * DEADLINE)
     assert receiver.acknowledged() == [event_id]
 
 
