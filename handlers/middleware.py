@@ -365,7 +365,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_docs = scope["path"].startswith(("/ui", "/openapi.json"))
+        is_docs = scope["path"].startswith(("/ui", "/openapi.json", "/openapi.yaml"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

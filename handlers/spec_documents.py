@@ -9,7 +9,9 @@ request and kept: ``openapi.yaml`` as written (its references kept, which is wha
 generators expect), with the ``servers`` block Connexion serves (the base path, so a
 client resolves operations against the URL it fetched the document from). It serializes
 with Connexion's own JSON and YAML writers. Every other request, and other methods on
-these paths, go on to Connexion.
+these paths, go on to Connexion. The documents are always published (the app never turns
+Connexion's ``serve_spec`` off); they come from the spec the app was built from, which
+Connexion has validated, so rendering them cannot fail on a request's account.
 """
 
 from __future__ import annotations
@@ -53,15 +55,18 @@ class SpecDocuments:
         self._documents: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path")
-        if (
-            scope["type"] != "http"
-            or path not in (JSON_PATH, YAML_PATH)
-            or scope["method"] not in ("GET", "HEAD")
-        ):
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        body, media_type = self._document(path, scope.get("root_path", ""))
+        # Uvicorn puts the root path (``--root-path``) in front of the request's path.
+        root_path: str = scope.get("root_path", "")
+        path: str = scope["path"]
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        if path not in (JSON_PATH, YAML_PATH):
+            await self.app(scope, receive, send)
+            return
+        body, media_type = self._document(path, root_path)
         headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send(

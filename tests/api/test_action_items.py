@@ -318,6 +318,28 @@ def test_list_action_items_of_an_enterprise(
     assert rest["nextCursor"] is None
 
 
+def test_listing_another_providers_enterprise_is_not_found_whatever_the_cursor(
+    client: Any, provider: ProviderAccount, other_provider: ProviderAccount, registered: str
+) -> None:
+    """The enterprise is checked before the cursor is read: whatever the cursor, 404."""
+    for action_type in ("GET_PRESENCE_CONSENT", "GET_CDR_CONSENT"):
+        ask(client, provider, actionType=action_type, enterpriseId=registered)
+    page = client.get(
+        f"/enterprises/{registered}/actionItems", params={"limit": 1}, headers=provider.headers
+    ).json()
+    assert page["nextCursor"]
+    unknown = "ent_01M8R9RHCWFCXMTGKR1MF9T7H4"
+    for enterprise in (registered, unknown):
+        for params in ({}, {"cursor": page["nextCursor"]}, {"cursor": "act_" + "Z" * 26}):
+            answer = client.get(
+                f"/enterprises/{enterprise}/actionItems",
+                params=params,
+                headers=other_provider.headers,
+            )
+            assert answer.status_code == 404, (enterprise, params, answer.text)
+            assert answer.json()["code"] == "ENTERPRISE_NOT_FOUND"
+
+
 def test_action_type_catalog_lists_the_ten_types(client: Any, provider: ProviderAccount) -> None:
     items = client.get("/actionTypes", headers=provider.headers).json()["items"]
     assert len(items) == 10

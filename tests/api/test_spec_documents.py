@@ -94,10 +94,12 @@ def test_head_gets_the_headers_of_get_and_no_body() -> None:
 def test_each_root_path_gets_its_own_server_url() -> None:
     calls, renderer = counting()
     layer = SpecDocuments(behind, SPEC, renderer)
-    for root in ("", "/broker", "/broker/"):
-        served = json.loads(call(layer, "GET", JSON_PATH, root)[2])
-        assert served["servers"] == [{"url": root.rstrip("/")}]
-    assert len(calls) == 3
+    # Uvicorn sends the root path in front of the path, and in ``root_path``.
+    for root in ("", "/broker", "/other/prefix"):
+        status, _, body = call(layer, "GET", root + JSON_PATH, root)
+        assert status == 200 and json.loads(body)["servers"] == [{"url": root}]
+        assert call(layer, "GET", root + YAML_PATH, root)[0] == 200
+    assert len(calls) == 6
 
 
 def test_other_methods_and_paths_go_on_to_connexion() -> None:
