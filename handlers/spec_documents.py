@@ -33,8 +33,7 @@ MAX_BASE_PATHS = 8
 
 def render(spec: Mapping[str, Any], path: str, base_path: str) -> tuple[bytes, bytes]:
     """The document served at ``path`` under ``base_path``, and its media type."""
-    document = copy.deepcopy(dict(spec))
-    document["servers"] = [{"url": base_path.rstrip("/")}]
+    document = {**spec, "servers": [{"url": base_path.rstrip("/")}]}  # the writers only read
     if path == YAML_PATH:
         return yamldumper(document).encode("utf-8"), b"text/yaml; charset=utf-8"
     return Jsonifier().dumps(document).encode("utf-8"), b"application/json"
