@@ -5,8 +5,10 @@
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /app ctt
 WORKDIR /app
-COPY dist/ctt_broker-*.whl /tmp/
-RUN python -m pip install --no-cache-dir /tmp/ctt_broker-*.whl && rm -f /tmp/ctt_broker-*.whl
+COPY dist/ctt_broker-*.whl constraints.txt /tmp/
+# The dependencies at the versions the tests ran with (constraints.txt), not the newest.
+RUN python -m pip install --no-cache-dir -c /tmp/constraints.txt /tmp/ctt_broker-*.whl \
+    && rm -f /tmp/ctt_broker-*.whl /tmp/constraints.txt
 USER ctt
 ENV CTT_MODE=production \
     CTT_BIND=0.0.0.0:8080 \

@@ -4,6 +4,7 @@
 #               PostgreSQL), faults (a private PostgreSQL the tests crash), contract tests
 #   make bench  the benchmark (bench/run.py): ctt-broker against a bare reference, both
 #               databases; BENCH_ARGS passes options (make bench BENCH_ARGS="--flows 30")
+#   make constraints  the pinned versions (constraints.txt) moved to the newest pyproject allows
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,13 +13,20 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup test-setup bench-setup run lint test bench bench-smoke clean
+.PHONY: setup constraints test-setup bench-setup run lint test bench bench-smoke clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The pinned versions, refreshed: the newest pyproject.toml allows, frozen (header kept).
+constraints: setup
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[dev]'
+	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --all --exclude-editable \
+	  | grep -v -e '^ctt-broker==' -e '^pip=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 $(NODE_STAMP): contracts/package.json contracts/package-lock.json
 	npm ci --prefix contracts --no-audit --no-fund --loglevel=error

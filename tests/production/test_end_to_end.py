@@ -61,12 +61,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A bare venv, filled by this pip (``--python``): no pip of its own to install first, and
     # no ahead-of-time byte-compiling of every dependency (about 15 s of CPU between them);
     # what the venv's Python imports is compiled when it first runs, as on any install.
+    # The dependencies are the pinned ones the image installs (constraints.txt).
     run([sys.executable, "-m", "venv", "--without-pip", str(place / "venv")], cwd=place)
     venv_python = place / "venv" / "bin" / "python"
-    run(
-        [*pip, "--python", str(venv_python), "install", "--quiet", "--no-compile", str(wheel)],
-        cwd=place,
-    )
+    install = [*pip, "--python", str(venv_python), "install", "--quiet", "--no-compile"]
+    run([*install, "-c", str(CHECKOUT / "constraints.txt"), str(wheel)], cwd=place)
     where = run(
         [str(venv_python), "-c", "import broker, handlers; print(broker.__file__)"], cwd=place
     )

@@ -1,0 +1,66 @@
+"""``constraints.txt``: the versions that run are pinned, allowed, and the ones installed."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pins() -> dict[str, Version]:
+    found: dict[str, Version] = {}
+    for line in (ROOT / "constraints.txt").read_text("utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and version, f"not an exact pin: {line!r}"
+        found[canonicalize_name(name)] = Version(version)
+    return found
+
+
+def declared() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    return [Requirement(r) for r in [*project["dependencies"], *extras]]
+
+
+def test_every_declared_dependency_is_pinned_within_its_declared_range() -> None:
+    pinned = pins()
+    problems = []
+    for requirement in declared():
+        version = pinned.get(canonicalize_name(requirement.name))
+        if version is None:
+            problems.append(f"{requirement.name}: not pinned")
+        elif not requirement.specifier.contains(version, prereleases=True):
+            problems.append(f"{requirement.name}=={version} outside {requirement.specifier}")
+    assert problems == []
+
+
+def test_the_environment_under_test_runs_the_pinned_versions() -> None:
+    """A fresh ``make setup`` installs exactly these; a stale one is caught here."""
+    stale = []
+    for name, version in pins().items():
+        try:
+            installed = Version(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            stale.append(f"{name}: pinned {version}, not installed")
+            continue
+        if installed != version:
+            stale.append(f"{name}: pinned {version}, installed {installed}")
+    assert stale == [], "run `make setup` (or refresh with `make constraints`)"
+
+
+def test_a_pin_is_listed_once() -> None:
+    names = [
+        canonicalize_name(line.partition("==")[0])
+        for line in (ROOT / "constraints.txt").read_text("utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert len(names) == len(set(names))
