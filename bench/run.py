@@ -284,8 +284,8 @@ def database(backend: str, work: Path, postgres: str) -> Iterator[str]:
         admin.dispose()
 
 
-# ``--set NAME=VALUE``: more product settings, in every mode (e.g. CTT_VALIDATE_RESPONSES=0
-# to measure flows, which need sandbox mode, with production's answer checking).
+# ``--set NAME=VALUE``: more product settings, in every mode; they win over the benchmark's
+# own (e.g. CTT_VALIDATE_RESPONSES=1 measures flows with the sandbox's answer checking).
 EXTRA_SETTINGS: dict[str, str] = {}
 
 
@@ -999,6 +999,12 @@ def one_flow(
         raise BenchError(f"redeem answered {redeemed.status_code}: {redeemed.text[:300]}")
 
 
+# What sandbox mode turns on and production leaves off, off for the flows: the flows measure
+# the broker providers run (response validation cost 0-5 ms of a 25-30 ms flow in back-to-back
+# runs on one day: small next to the noise, but not production's work).
+FLOW_PRODUCTION_SETTINGS = {"CTT_VALIDATE_RESPONSES": "0", "CTT_SWAGGER_UI": "0"}
+
+
 def flows(args: argparse.Namespace, backend: str, url: str, work: Path, report: Report) -> None:
     """Broker CPU per full admin flow (sign-in, consent), emulator in its own process."""
     broker_port, emulator_port = free_port(), free_port()
@@ -1009,8 +1015,10 @@ def flows(args: argparse.Namespace, backend: str, url: str, work: Path, report: 
         url,
         work,
         {
-            # CTT_LOGIN_TRANSPORT_URL (the emulator over plain http) is sandbox-only.
+            # CTT_LOGIN_TRANSPORT_URL (the emulator over plain http) is sandbox-only; the
+            # sandbox-only costs are off as in production (--set turns them back on).
             "CTT_MODE": "sandbox",
+            **FLOW_PRODUCTION_SETTINGS,
             "CTT_LOG_LEVEL": args.log_level,
             "CTT_PUBLIC_BASE_URL": broker_url,
             "CTT_LOGIN_BROWSER_URL": emulator_url,
@@ -1035,6 +1043,12 @@ def flows(args: argparse.Namespace, backend: str, url: str, work: Path, report: 
         emulator.stop()
 
 
+def flow_settings() -> str:
+    """The production settings the flows ran with (``--set`` may have changed them)."""
+    chosen = {**FLOW_PRODUCTION_SETTINGS, **EXTRA_SETTINGS}
+    return " ".join(f"{name}={chosen[name]}" for name in FLOW_PRODUCTION_SETTINGS)
+
+
 def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Server) -> None:
     """Warm up, then time N flows of each kind and N bare getActionItemUrl calls."""
     enterprise = new_enterprise(product, setup)
@@ -1042,7 +1056,8 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
     say()
     say(
         f"== {setup.backend}, admin flows: {args.flows} of each kind, ctt-broker 1 worker "
-        "(sandbox mode: the emulator is reached over CTT_LOGIN_TRANSPORT_URL, sandbox only), "
+        "(sandbox mode: the emulator is reached over CTT_LOGIN_TRANSPORT_URL, sandbox only; "
+        f"as in production: {flow_settings()}), "
         f"CTT_LOG_LEVEL={args.log_level}; CPU = the worker's utime+stime from /proc"
     )
     kinds = (("sign-in", "LOGIN_ENTERPRISE_ADMIN"), ("consent", "GET_PRESENCE_CONSENT"))
