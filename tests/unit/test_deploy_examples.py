@@ -46,4 +46,6 @@ def test_compose_uses_only_known_settings_and_the_wheel_image() -> None:
         unknown = [key for key in settings if key[len(PREFIX) :] not in DOCUMENTED]
         assert unknown == []
     dockerfile = (DEPLOY.parent / "Dockerfile").read_text("utf-8")
-    assert "pip install --no-cache-dir /tmp/ctt_broker-*.whl" in dockerfile
+    # The wheel, with the dependencies pinned where the tests pinned them.
+    assert "COPY dist/ctt_broker-*.whl constraints.txt /tmp/" in dockerfile
+    assert "pip install --no-cache-dir -c /tmp/constraints.txt /tmp/ctt_broker-*.whl" in dockerfile
