@@ -21,16 +21,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The pinned versions, refreshed: the newest pyproject.toml allows, frozen (header kept).
-constraints: setup
-	$(BIN)/python -m pip install --quiet --upgrade -e '.[dev]'
-	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --all --exclude-editable \
+# The pinned versions, refreshed: the newest pyproject.toml allows, installed into a scratch
+# venv (nothing left over from this one) and frozen there, header kept; then `make setup`.
+PINS := $(VENV)-pins
+constraints:
+	rm -rf $(PINS)
+	$(PYTHON) -m venv $(PINS)
+	$(PINS)/bin/python -m pip install --quiet --upgrade pip
+	$(PINS)/bin/python -m pip install --quiet -e '.[dev]'
+	{ grep '^#' constraints.txt; $(PINS)/bin/python -m pip freeze --all --exclude-editable \
 	  | grep -v -e '^ctt-broker==' -e '^pip=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
-
-$(NODE_STAMP): contracts/package.json contracts/package-lock.json
-	npm ci --prefix contracts --no-audit --no-fund --loglevel=error
-	touch $(NODE_STAMP)
+	rm -rf $(PINS)
 
 setup: $(STAMP)
 
@@ -77,4 +79,4 @@ bench-smoke: bench-setup
 	$(BIN)/python -m bench.run --smoke
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis contracts/node_modules artifacts
+	rm -rf $(VENV) $(PINS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis contracts/node_modules artifacts

@@ -1044,9 +1044,11 @@ def flows(args: argparse.Namespace, backend: str, url: str, work: Path, report: 
 
 
 def flow_settings() -> str:
-    """The production settings the flows ran with (``--set`` may have changed them)."""
+    """What the flows ran with of the settings production and sandbox mode set apart."""
     chosen = {**FLOW_PRODUCTION_SETTINGS, **EXTRA_SETTINGS}
-    return " ".join(f"{name}={chosen[name]}" for name in FLOW_PRODUCTION_SETTINGS)
+    said = " ".join(f"{name}={chosen[name]}" for name in FLOW_PRODUCTION_SETTINGS)
+    same = all(chosen[name] == FLOW_PRODUCTION_SETTINGS[name] for name in FLOW_PRODUCTION_SETTINGS)
+    return f"as in production: {said}" if same else f"changed by --set: {said}"
 
 
 def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Server) -> None:
@@ -1057,7 +1059,7 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
     say(
         f"== {setup.backend}, admin flows: {args.flows} of each kind, ctt-broker 1 worker "
         "(sandbox mode: the emulator is reached over CTT_LOGIN_TRANSPORT_URL, sandbox only; "
-        f"as in production: {flow_settings()}), "
+        f"{flow_settings()}), "
         f"CTT_LOG_LEVEL={args.log_level}; CPU = the worker's utime+stime from /proc"
     )
     kinds = (("sign-in", "LOGIN_ENTERPRISE_ADMIN"), ("consent", "GET_PRESENCE_CONSENT"))
@@ -1136,7 +1138,12 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
         f"pages; it can be negative: the clock ticks every {1000 / CLOCK_TICKS:.0f} ms).)"
     )
     report.flows.append(
-        {"backend": setup.backend, "idle_ms_per_s": round(idle_ms_per_s, 3), "kinds": results}
+        {
+            "backend": setup.backend,
+            "settings": {**FLOW_PRODUCTION_SETTINGS, **EXTRA_SETTINGS},
+            "idle_ms_per_s": round(idle_ms_per_s, 3),
+            "kinds": results,
+        }
     )
 
 
