@@ -34,6 +34,10 @@ constraints:
 	mv constraints.txt.new constraints.txt
 	rm -rf $(PINS)
 
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	npm ci --prefix contracts --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 setup: $(STAMP)
 
 # The test tools beyond Python: the spec linter and TypeScript generator (npm), and Debian's
