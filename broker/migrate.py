@@ -1,8 +1,9 @@
 """Schema migrations: ``upgrade_database`` brings a database to the newest schema.
 
 Alembic is imported when a function here first runs, not with this module: the server's
-worker imports it for the readiness probe, and importing Alembic (about 0.2 s of CPU)
-would otherwise be part of every worker's start and every console command's.
+worker imports this module for the readiness probe, and importing Alembic (about 0.2 s of
+CPU) would otherwise be part of every worker's start. (``ctt-broker serve``, ``worker`` and
+the console commands check the schema before they start, so they still import it.)
 """
 
 from __future__ import annotations
