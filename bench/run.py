@@ -1043,9 +1043,14 @@ def flows(args: argparse.Namespace, backend: str, url: str, work: Path, report: 
         emulator.stop()
 
 
+def chosen_flow_settings() -> dict[str, str]:
+    """The flows' settings: production's for those above, then whatever ``--set`` said."""
+    return {**FLOW_PRODUCTION_SETTINGS, **EXTRA_SETTINGS}
+
+
 def flow_settings() -> str:
     """What the flows ran with of the settings production and sandbox mode set apart."""
-    chosen = {**FLOW_PRODUCTION_SETTINGS, **EXTRA_SETTINGS}
+    chosen = chosen_flow_settings()
     said = " ".join(f"{name}={chosen[name]}" for name in FLOW_PRODUCTION_SETTINGS)
     same = all(chosen[name] == FLOW_PRODUCTION_SETTINGS[name] for name in FLOW_PRODUCTION_SETTINGS)
     return f"as in production: {said}" if same else f"changed by --set: {said}"
@@ -1140,7 +1145,7 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
     report.flows.append(
         {
             "backend": setup.backend,
-            "settings": {**FLOW_PRODUCTION_SETTINGS, **EXTRA_SETTINGS},
+            "settings": chosen_flow_settings(),
             "idle_ms_per_s": round(idle_ms_per_s, 3),
             "kinds": results,
         }

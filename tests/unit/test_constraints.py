@@ -14,16 +14,21 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def pins() -> dict[str, Version]:
-    found: dict[str, Version] = {}
+def pin_lines() -> list[tuple[str, Version]]:
+    """``constraints.txt`` as (normalized name, version), in file order, comments skipped."""
+    found = []
     for line in (ROOT / "constraints.txt").read_text("utf-8").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         name, sep, version = line.partition("==")
         assert sep and version, f"not an exact pin: {line!r}"
-        found[canonicalize_name(name)] = Version(version)
+        found.append((canonicalize_name(name), Version(version)))
     return found
+
+
+def pins() -> dict[str, Version]:
+    return dict(pin_lines())
 
 
 def declared() -> list[Requirement]:
@@ -74,9 +79,5 @@ def test_the_environment_under_test_runs_the_pinned_versions() -> None:
 
 
 def test_a_pin_is_listed_once() -> None:
-    names = [
-        canonicalize_name(line.partition("==")[0])
-        for line in (ROOT / "constraints.txt").read_text("utf-8").splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    assert len(names) == len(set(names))
+    names = [name for name, _ in pin_lines()]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
