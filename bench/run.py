@@ -722,20 +722,42 @@ def history(args: argparse.Namespace, setup: Setup, report: Report, product: Ser
     )
 
 
-def profile(args: argparse.Namespace, setup: Setup, report: Report, product: Server) -> None:
-    """One extra product round with ``py-spy record`` attached to the worker."""
+def py_spy_argv(worker: int, output: Path, rate: int, duration: float | None = None) -> list[str]:
+    """``py-spy record`` on ``worker``, collapsed stacks into ``output``.
+
+    It stops after ``duration`` seconds, or without one when interrupted (SIGINT).
+    """
     spy = shutil.which("py-spy", path=os.path.dirname(PYTHON)) or shutil.which("py-spy")
     if spy is None:
         raise BenchError("py-spy is not installed: pip install -e '.[dev]'")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # --gil: only the thread holding the GIL is sampled, so the table shows where the CPU
+    # goes, not threads waiting for the database or a lock.
+    argv = [spy, "record", "--pid", str(worker), "--rate", str(rate), "--gil", "--nonblocking"]
+    if duration is not None:
+        argv += ["--duration", f"{int(duration)}"]
+    return [*argv, "--format", "raw", "--output", str(output)]
+
+
+def print_profile(report: Report, backend: str, output: Path, log: Path, **about: Any) -> None:
+    """The ``py-spy top``-style table of ``output``, printed and kept in the report."""
+    if not output.exists():
+        raise BenchError(f"py-spy wrote nothing; see {log}")
+    top = summarize_profile(output)
+    say(f"py-spy raw (collapsed stacks, opens in speedscope): {output}")
+    say(f"{'%own':>7}{'%total':>8}  function (file:line), {top['samples']} samples")
+    for line in top["lines"]:
+        say(f"{line['own']:>7.1f}{line['total']:>8.1f}  {line['function']}")
+    report.profiles.append({"backend": backend, "file": str(output), **about, **top})
+
+
+def profile(args: argparse.Namespace, setup: Setup, report: Report, product: Server) -> None:
+    """One extra product round with ``py-spy record`` attached to the worker."""
     folder = Path(args.profile)
-    folder.mkdir(parents=True, exist_ok=True)
     connections = args.connections[0]
     output = folder / f"profile-{setup.backend}-c{connections}.txt"
     (worker,) = product.workers()[:1]
-    argv = [spy, "record", "--pid", str(worker), "--duration", f"{int(args.duration)}"]
-    # --gil: only the thread holding the GIL is sampled, so the table shows where the CPU
-    # goes, not threads waiting for the database or a lock.
-    argv += ["--rate", "200", "--gil", "--format", "raw", "--output", str(output), "--nonblocking"]
+    argv = py_spy_argv(worker, output, 200, args.duration)
     say()
     say(f"== {setup.backend}: profile round ({' '.join(argv[1:])})")
     with (folder / f"py-spy-{setup.backend}.log").open("wb") as log:
@@ -757,14 +779,7 @@ def profile(args: argparse.Namespace, setup: Setup, report: Report, product: Ser
                 recorder.wait(timeout=10)
     say(HEADER)
     say(row("prof", item))
-    if not output.exists():
-        raise BenchError(f"py-spy wrote nothing; see {folder / f'py-spy-{setup.backend}.log'}")
-    top = summarize_profile(output)
-    say(f"py-spy raw (collapsed stacks, opens in speedscope): {output}")
-    say(f"{'%own':>7}{'%total':>8}  function (file:line), {top['samples']} samples")
-    for line in top["lines"]:
-        say(f"{line['own']:>7.1f}{line['total']:>8.1f}  {line['function']}")
-    report.profiles.append({"backend": setup.backend, "file": str(output), **top})
+    print_profile(report, setup.backend, output, folder / f"py-spy-{setup.backend}.log")
 
 
 def summarize_profile(path: Path, limit: int = 30) -> dict[str, Any]:
@@ -949,6 +964,7 @@ def serve_emulator(port: int, broker_url: str) -> None:
 
 
 STEPS = ("launch", "callback", "redeem")
+FLOW_KINDS = (("sign-in", "LOGIN_ENTERPRISE_ADMIN"), ("consent", "GET_PRESENCE_CONSENT"))
 
 
 def one_flow(
@@ -1043,6 +1059,27 @@ def flows(args: argparse.Namespace, backend: str, url: str, work: Path, report: 
         emulator.stop()
 
 
+def stack_floor(api: httpx.Client, worker: int, count: int) -> float:
+    """The worker's CPU (ms) per flow's three requests, each refused by its handler at once.
+
+    The link and the callback fail their first check; the redeem after its one
+    conditional update. Sent as the flows send them (the browser's two on a connection
+    of their own), so they cost what any launch, callback and redeem pays around its work.
+    """
+    unknown_code = {"resultCode": "rc_" + "0" * 43}
+    before = cpu_seconds(worker)
+    for _ in range(count):
+        with httpx.Client(base_url=api.base_url, follow_redirects=False, timeout=30) as browser:
+            for path, expected in (("/actions/0", 404), ("/oauth/callback", 400)):
+                answer = browser.get(path)
+                if answer.status_code != expected:
+                    raise BenchError(f"GET {path} answered {answer.status_code}, not {expected}")
+        answer = api.post("/results/redeem", json=unknown_code)
+        if answer.status_code != 404:
+            raise BenchError(f"redeem of an unknown code answered {answer.status_code}, not 404")
+    return (cpu_seconds(worker) - before) * 1000 / count
+
+
 def chosen_flow_settings() -> dict[str, str]:
     """The flows' settings: production's for those above, then whatever ``--set`` said."""
     return {**FLOW_PRODUCTION_SETTINGS, **EXTRA_SETTINGS}
@@ -1067,18 +1104,17 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
         f"{flow_settings()}), "
         f"CTT_LOG_LEVEL={args.log_level}; CPU = the worker's utime+stime from /proc"
     )
-    kinds = (("sign-in", "LOGIN_ENTERPRISE_ADMIN"), ("consent", "GET_PRESENCE_CONSENT"))
     with httpx.Client(base_url=product.url, headers=headers, timeout=30) as api:
         one_flow(api, enterprise, "REGISTRATION")
         for _ in range(args.flow_warmup):
-            for _, action in kinds:
+            for _, action in FLOW_KINDS:
                 one_flow(api, enterprise, action)
         (worker,) = product.workers()
         before = cpu_seconds(worker)
         time.sleep(3)
         idle_ms_per_s = (cpu_seconds(worker) - before) * 1000 / 3
         results = []
-        for kind, action in kinds:
+        for kind, action in FLOW_KINDS:
             before, clock = cpu_seconds(worker), time.monotonic()
             steps = dict.fromkeys(STEPS, 0.0)
             for _ in range(args.flows):
@@ -1098,6 +1134,7 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
                 if link.status_code != 201:
                     raise BenchError(f"getActionItemUrl answered {link.status_code}")
             link_ms = (cpu_seconds(worker) - before) * 1000 / args.flows
+            floor_ms = stack_floor(api, worker, args.flows)
             results.append(
                 {
                     "kind": kind,
@@ -1110,6 +1147,7 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
                         name: round(steps[name] * 1000 / args.flows, 2) for name in STEPS
                     },
                     "wall_ms_per_flow": round(flow_wall, 1),
+                    "cpu_ms_stack_floor": round(floor_ms, 2),
                 }
             )
     say(
@@ -1126,21 +1164,29 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
             f"{item['cpu_ms_per_get_action_item_url']:>18.2f}"
             f"{item['cpu_ms_per_flow_without_link']:>12.2f}{item['wall_ms_per_flow']:>9.1f}"
         )
-    say(f"{'per step':<36}" + "".join(f"{name:>12}" for name in STEPS) + f"{'between':>12}")
+    say(
+        f"{'per step':<36}"
+        + "".join(f"{name:>12}" for name in STEPS)
+        + f"{'between':>12}{'stack floor':>13}"
+    )
     for item in results:
         per_step = item["cpu_ms_per_step"]
         between = item["cpu_ms_per_flow_without_link"] - sum(per_step.values())
         say(
             f"{item['kind']:<10}{item['action_type']:<26}"
             + "".join(f"{per_step[name]:>12.2f}" for name in STEPS)
-            + f"{between:>12.2f}"
+            + f"{between:>12.2f}{item['cpu_ms_stack_floor']:>13.2f}"
         )
     say(
         "(getActionItemUrl's own CPU is measured by a separate run of the same number of calls "
         "and subtracted; 'without it' = launch + callback + redeem. Per step: the worker's CPU "
         "across each request of the flows above; 'between' is the rest of 'without it' (work "
         "after an answer was read, idle CPU while the emulator, another process, served its "
-        f"pages; it can be negative: the clock ticks every {1000 / CLOCK_TICKS:.0f} ms).)"
+        f"pages; it can be negative: the clock ticks every {1000 / CLOCK_TICKS:.0f} ms). "
+        "'stack floor': the same three requests refused at once (a link of no action item, the "
+        "callback without Microsoft's fields, an unknown result code), each through the whole "
+        "stack to its handler: the part of 'without it' that is the server, middleware, "
+        "routing, validation, authentication and thread hops rather than a flow's work.)"
     )
     report.flows.append(
         {
@@ -1150,6 +1196,47 @@ def flows_on(args: argparse.Namespace, setup: Setup, report: Report, product: Se
             "kinds": results,
         }
     )
+    if args.profile:
+        with httpx.Client(base_url=product.url, headers=headers, timeout=30) as api:
+            for kind, action in FLOW_KINDS:
+                profile_flows(args, setup, report, api, worker, enterprise, kind, action)
+
+
+def profile_flows(
+    args: argparse.Namespace,
+    setup: Setup,
+    report: Report,
+    api: httpx.Client,
+    worker: int,
+    enterprise: str,
+    kind: str,
+    action: str,
+) -> None:
+    """N more flows of one kind with ``py-spy record`` attached to the worker.
+
+    The table covers the whole flow, getActionItemUrl included; its rows under
+    ``launch``, ``callback`` and ``redeem`` (the handlers) tell the steps apart.
+    """
+    folder = Path(args.profile)
+    output = folder / f"profile-{setup.backend}-flows-{kind}.txt"
+    log_path = folder / f"py-spy-{setup.backend}-flows-{kind}.log"
+    argv = py_spy_argv(worker, output, 1000)
+    say()
+    say(f"== {setup.backend}: profile, {args.flows} flows of {action} ({' '.join(argv[1:])})")
+    with log_path.open("wb") as log:
+        recorder = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        try:
+            time.sleep(1)  # py-spy attaches before the first flow
+            for _ in range(args.flows):
+                one_flow(api, enterprise, action)
+        finally:
+            recorder.send_signal(signal.SIGINT)  # py-spy writes what it recorded, then exits
+            try:
+                recorder.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                recorder.kill()
+                recorder.wait(timeout=10)
+    print_profile(report, setup.backend, output, log_path, flows=kind)
 
 
 # ------------------------------------------------------------------------------------ main
