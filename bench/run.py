@@ -1214,8 +1214,9 @@ def profile_flows(
 ) -> None:
     """N more flows of one kind with ``py-spy record`` attached to the worker.
 
-    The table covers the whole flow, getActionItemUrl included; its rows under
-    ``launch``, ``callback`` and ``redeem`` (the handlers) tell the steps apart.
+    The profile covers the whole flow, getActionItemUrl included; the handlers'
+    frames (``_launch_action``, ``_complete_callback``, ``redeem_result``) tell the
+    steps apart in the collapsed stacks.
     """
     folder = Path(args.profile)
     output = folder / f"profile-{setup.backend}-flows-{kind}.txt"
